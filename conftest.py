@@ -1,0 +1,8 @@
+"""Shared by tests/ and the plugins' own tests/ folders."""
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

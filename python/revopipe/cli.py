@@ -1,0 +1,205 @@
+"""The `revopipe` command line. Plugins add subcommands through `revopipe_register_commands`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from revopipe.config.errors import ConfigInvalid
+from revopipe.config.load import load_file, load_text
+from revopipe.config.redact import RedactingFilter, Redactor
+from revopipe.config.spec import PipelineSpec
+from revopipe.plugins import PluginError, Registry, default_registry
+from revopipe.runtime.pipeline import Pipeline
+
+EXIT_INVALID = 2
+DEMO = "system.toml"
+
+
+def _registry() -> Registry:
+    try:
+        return default_registry()
+    except PluginError as exc:
+        click.echo(f"revopipe: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _load(config: Path | None, registry: Registry) -> PipelineSpec:
+    try:
+        if config is None:
+            text = resources.files("revopipe.defaults").joinpath(DEMO).read_text("utf-8")
+            return load_text(text, registry, source=f"(built-in demo {DEMO})")
+        return load_file(config, registry)
+    except ConfigInvalid as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def _setup_logging(level: str, redactor: Redactor) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _Cli(click.Group):
+    """Loads plugin subcommands the first time the command list is needed."""
+
+    _plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            _registry().pm.hook.revopipe_register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None:
+            self._load_plugins()
+            cmd = super().get_command(ctx, cmd_name)
+        return cmd
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="revopipe")
+def cli() -> None:
+    """revopipe: sources, processors and sinks declared in pipeline.toml."""
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--stats-file",
+    type=click.Path(path_type=Path),
+    help="write every component's final counters here as JSON on exit",
+)
+def run(config: Path | None, log_level: str, stats_file: Path | None) -> None:
+    """Run CONFIG (default: the built-in demo) until Ctrl-C / SIGTERM, then drain.
+
+    A first signal drains (sources stop, in-flight batches flow through, sinks flush);
+    a second one stops at once.
+    """
+    registry = _registry()
+    spec = _load(config, registry)
+    _setup_logging(log_level, spec.redactor)
+    pipeline = Pipeline(spec, registry)
+    forced = anyio.run(_run_until_signalled, pipeline)
+    snapshot = pipeline.snapshot()
+    click.echo(_summary(snapshot), err=True)
+    if stats_file is not None:
+        stats_file.write_text(json.dumps(snapshot, indent=2))
+    sys.exit(1 if forced else 0)
+
+
+async def _run_until_signalled(pipeline: Pipeline) -> bool:
+    forced = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal forced
+        with scope, anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if pipeline._stop_requested is not None and pipeline._stop_requested.is_set():
+                    logging.getLogger("revopipe").warning("second signal: stopping now")
+                    forced = True
+                    pipeline.stop(force=True)
+                else:
+                    logging.getLogger("revopipe").info(
+                        "%s: draining (send again to stop at once)", signal.Signals(signum).name
+                    )
+                    pipeline.stop()
+
+    watcher = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, watcher)
+        await pipeline.run()
+        watcher.cancel()
+    return forced
+
+
+def _summary(snapshot: list[dict[str, Any]]) -> str:
+    cols = ("events_in", "events_out", "dropped", "errors", "restarts", "dead_lettered")
+    header = f"{'component':<20} {'kind':<9} " + " ".join(f"{c:>13}" for c in cols) + "  health"
+    lines = ["revopipe: final counters", header]
+    for s in snapshot:
+        lines.append(
+            f"{s['name']:<20} {s['kind']:<9} "
+            + " ".join(f"{s[c]:>13}" for c in cols)
+            + f"  {s['health']}"
+        )
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def validate(config: Path) -> None:
+    """Check CONFIG without running it. Exit 0 when valid, 2 with every error when not."""
+    registry = _registry()
+    spec = _load(config, registry)
+    counts = {
+        k: sum(1 for c in spec.components.values() if c.kind == k)
+        for k in ("source", "processor", "sink")
+    }
+    click.echo(
+        f"{config}: valid ({counts['source']} sources, {counts['processor']} "
+        f"processors, {counts['sink']} sinks)"
+    )
+    for name in spec.order:
+        c = spec.components[name]
+        arrow = f" <- {', '.join(c.inputs)}" if c.inputs else ""
+        click.echo(f"  {c.kind:<9} {name} ({c.config.type}){arrow}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List installed plugins and the component types each provides."""
+    registry = _registry()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "plugin": p.name,
+                        "distribution": p.distribution,
+                        "version": p.version,
+                        "types": [
+                            {"kind": t.kind, "type": t.name, "description": t.description}
+                            for t in p.types
+                        ],
+                    }
+                    for p in registry.plugins
+                ],
+                indent=2,
+            )
+        )
+        return
+    for p in registry.plugins:
+        click.echo(f"{p.name}  ({p.distribution} {p.version})".rstrip())
+        for t in p.types:
+            click.echo(f"    {t.kind:<9} {t.name:<18} {t.description}")
+    for name, error in registry.failed.items():
+        click.echo(f"{name}  FAILED TO LOAD: {error}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,150 @@
+"""Plugin discovery and the component registry.
+
+Built-in plugins and third-party plugins are found the same way: entry points in the
+``revopipe`` group. The core never imports a plugin by name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+
+import pluggy
+
+from revopipe import hookspecs
+from revopipe.components import Component, ComponentClass, Kind
+from revopipe.config.errors import did_you_mean
+
+ENTRY_POINT_GROUP = "revopipe"
+hookimpl = pluggy.HookimplMarker("revopipe")
+log = logging.getLogger("revopipe.plugins")
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentType:
+    kind: Kind
+    name: str
+    cls: ComponentClass
+    plugin: str
+
+    @property
+    def description(self) -> str:
+        doc = self.cls.description or (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    types: tuple[ComponentType, ...]
+
+
+class Registry:
+    """The component types known to this process, keyed by (kind, type name)."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        plugins: list[PluginInfo],
+        failed: dict[str, str] | None = None,
+    ) -> None:
+        self.pm = pm
+        self.plugins = plugins
+        self.failed = failed or {}
+        """Plugins that could not be imported: name -> error. They are reported, not
+        fatal, so one broken package does not take every pipeline down."""
+        self._types: dict[tuple[str, str], ComponentType] = {
+            (t.kind, t.name): t for p in plugins for t in p.types
+        }
+
+    def get(self, kind: Kind, name: str) -> ComponentType | None:
+        return self._types.get((kind, name))
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(n for k, n in self._types if k == kind)
+
+    def unknown_type_message(self, kind: Kind, name: str) -> tuple[str, str]:
+        """(problem, fix) for a type that is not registered as `kind`."""
+        elsewhere = [k for k, n in self._types if n == name]
+        if elsewhere:
+            return (
+                f"{name!r} is a {elsewhere[0]} type, not a {kind} type",
+                f"move it under [{elsewhere[0]}s.<name>]",
+            )
+        known = self.names(kind)
+        broken = "".join(f"; plugin {p!r} failed to load: {e}" for p, e in self.failed.items())
+        return (
+            f"unknown {kind} type {name!r}{did_you_mean(name, known)}",
+            "known types: "
+            + (", ".join(known) or "none installed")
+            + "; `revopipe plugins` lists them"
+            + broken,
+        )
+
+
+def _types_of(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[ComponentType, ...]:
+    impl = getattr(plugin, "revopipe_component_types", None)
+    if impl is None:
+        return ()
+    out = []
+    for cls in impl() or ():
+        if not (isinstance(cls, type) and issubclass(cls, Component)):
+            raise PluginError(f"plugin {name!r}: {cls!r} is not a Source, Processor or Sink class")
+        if not getattr(cls, "type_name", None):
+            raise PluginError(f"plugin {name!r}: {cls.__name__} has no type_name")
+        out.append(ComponentType(cls.kind, cls.type_name, cls, name))
+    return tuple(out)
+
+
+def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()) -> Registry:
+    """Load every entry-point plugin (plus `extra_plugins`, for embedding and tests)."""
+    pm = pluggy.PluginManager("revopipe")
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    seen: dict[tuple[str, str], str] = {}
+
+    def register(name: str, plugin: object, dist: str, version: str) -> None:
+        pm.register(plugin, name=name)
+        types = _types_of(pm, plugin, name)
+        for t in types:
+            other = seen.get((t.kind, t.name))
+            if other is not None:
+                raise PluginError(
+                    f"{t.kind} type {t.name!r} is provided by both plugin {other!r} and "
+                    f"plugin {name!r}; uninstall one of them"
+                )
+            seen[(t.kind, t.name)] = name
+        infos.append(PluginInfo(name, dist, version, types))
+
+    failed: dict[str, str] = {}
+    eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    for ep in eps:
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            dist = ep.dist.name if ep.dist else "?"
+            failed[ep.name] = f"{exc!r} (from {dist}; fix or uninstall that package)"
+            log.error("plugin %r failed to import: %s", ep.name, failed[ep.name])
+            continue
+        dist_name = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        register(ep.name, plugin, dist_name, version)
+    for name, plugin in extra_plugins:
+        register(name, plugin, "(registered in process)", "")
+    return Registry(pm, infos, failed)
+
+
+@cache
+def default_registry() -> Registry:
+    """The registry of installed plugins, loaded once per process."""
+    return build_registry()

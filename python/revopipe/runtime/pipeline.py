@@ -1,0 +1,352 @@
+"""The running pipeline: builds the DAG from a `PipelineSpec`, runs every component in
+its own supervised task, and drains on stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from revopipe.batch import Batch
+from revopipe.components import ComponentContext, Processor, Sink, Source
+from revopipe.config.load import load_dict, load_file, load_text
+from revopipe.config.schema import ConsumerConfig, SinkConfig
+from revopipe.config.spec import ComponentSpec, PipelineSpec
+from revopipe.plugins import Registry, default_registry
+from revopipe.runtime.deadletter import DeadLetter
+from revopipe.runtime.edges import Inbox, Outputs
+from revopipe.runtime.stats import ComponentStats
+from revopipe.runtime.supervisor import Supervisor
+
+log = logging.getLogger("revopipe.runtime")
+
+
+class Pipeline:
+    """A pipeline built from a validated spec. Run it with `await pipeline.run()` (returns
+    after a drain), or `async with pipeline.running():` inside an existing program."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        registry: Registry | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.registry = registry or default_registry()
+        self.extras = dict(extras or {})
+        self.stats: dict[str, ComponentStats] = {
+            name: ComponentStats(name, c.kind, c.config.type) for name, c in spec.components.items()
+        }
+        self._stop_requested: anyio.Event | None = None
+        self._force: anyio.CancelScope | None = None
+        self._started: anyio.Event | None = None
+        self.running_now = False
+
+    # -- construction helpers ---------------------------------------------------------
+
+    @classmethod
+    def from_toml(
+        cls,
+        text: str,
+        *,
+        registry: Registry | None = None,
+        env: Mapping[str, str] | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> Pipeline:
+        """Validate TOML text (raising `ConfigInvalid` with every error) and build."""
+        registry = registry or default_registry()
+        return cls(load_text(text, registry, env), registry, extras)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        registry: Registry | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> Pipeline:
+        registry = registry or default_registry()
+        return cls(load_dict(data, registry), registry, extras)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        registry: Registry | None = None,
+        env: Mapping[str, str] | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> Pipeline:
+        registry = registry or default_registry()
+        return cls(load_file(path, registry, env), registry, extras)
+
+    # -- control ----------------------------------------------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Request a drain (sources stop, in-flight batches flow through, sinks flush).
+        `force=True` cancels everything at once. Call from the pipeline's event loop; from
+        another thread use the handle returned by `revopipe.embed`."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        if force and self._force is not None:
+            self._force.cancel()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [s.snapshot() for s in self.stats.values()]
+
+    def component_stats(self) -> Sequence[ComponentStats]:
+        return list(self.stats.values())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Pipeline]:
+        """Run in the background of the enclosing task; drain when the block exits."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.run)
+            await self.wait_started()
+            try:
+                yield self
+            finally:
+                self.stop()
+
+    async def wait_started(self) -> None:
+        while self._started is None:
+            await anyio.sleep(0.001)
+        await self._started.wait()
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until every source has ended or `stop()` is called, then drain."""
+        self._stop_requested = anyio.Event()
+        self._started = anyio.Event()
+        self.running_now = True
+        data_dir = self.spec.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.registry.pm.hook.revopipe_startup(pipeline=self)
+        outputs, inboxes = self._wire()
+        try:
+            with anyio.CancelScope() as force:
+                self._force = force
+                deadline = anyio.CancelScope()
+                names = [n for n in self.spec.order if self.spec.components[n].kind != "source"]
+                pending = len(names)
+
+                async def consumer(name: str) -> None:
+                    nonlocal pending
+                    try:
+                        spec = self.spec.components[name]
+                        await self._run_consumer(spec, inboxes[name], outputs[name])
+                    finally:
+                        pending -= 1
+                        if pending == 0:
+                            deadline.cancel()
+
+                async with anyio.create_task_group() as consumers:
+                    for name in names:
+                        consumers.start_soon(consumer, name)
+                    await self._run_sources(outputs)
+                    if pending:
+                        consumers.start_soon(self._drain_deadline, consumers, deadline)
+        finally:
+            self.running_now = False
+            self._force = None
+            try:
+                self.registry.pm.hook.revopipe_shutdown(pipeline=self)
+            except Exception as exc:
+                log.error("a plugin's revopipe_shutdown hook raised: %r", exc)
+
+    def _wire(self) -> tuple[dict[str, Outputs], dict[str, Inbox]]:
+        outputs = {n: Outputs(self.stats[n]) for n in self.spec.components}
+        inboxes: dict[str, Inbox] = {}
+        for name, spec in self.spec.components.items():
+            if spec.kind == "source":
+                continue
+            cfg = spec.config
+            assert isinstance(cfg, ConsumerConfig)
+            inbox = Inbox.create(cfg.buffer, cfg.when_full)
+            inboxes[name] = inbox
+            for upstream in spec.inputs:
+                outputs[upstream].edges.append(inbox.edge_for(self.stats[name]))
+            # Each producer holds its own clone; closing the original lets the inbox end
+            # exactly when the last producer finishes.
+            inbox.send.close()
+        return outputs, inboxes
+
+    def _context(self, spec: ComponentSpec) -> ComponentContext:
+        return ComponentContext(
+            name=spec.name,
+            data_dir=self.spec.settings.data_dir,
+            logger=logging.getLogger(f"revopipe.{spec.kind}.{spec.name}"),
+            stats=self.stats[spec.name],
+            pipeline_stats=self.component_stats,
+            extras=self.extras,
+        )
+
+    def _supervisor(self, spec: ComponentSpec) -> Supervisor:
+        s = self.spec.settings
+        return Supervisor(spec, self._context(spec), s.restart_backoff, s.max_restart_backoff)
+
+    async def _run_sources(self, outputs: dict[str, Outputs]) -> None:
+        assert self._stop_requested is not None and self._started is not None
+        stop = self._stop_requested
+        sources = [c for c in self.spec.components.values() if c.kind == "source"]
+        remaining = len(sources)
+
+        async def one(spec: ComponentSpec) -> None:
+            nonlocal remaining
+            try:
+                await self._run_source(spec, outputs[spec.name])
+            finally:
+                remaining -= 1
+                if remaining == 0:
+                    stop.set()
+
+        async with anyio.create_task_group() as tg:
+            for spec in sources:
+                tg.start_soon(one, spec)
+            self._started.set()
+            await stop.wait()
+            tg.cancel_scope.cancel()
+        log.info("sources stopped; draining")
+
+    async def _run_source(self, spec: ComponentSpec, out: Outputs) -> None:
+        sup = self._supervisor(spec)
+        try:
+            while True:
+                try:
+                    await sup.call(lambda c: _as_source(c).run(out.emit), "run")
+                    return  # a finite source ended
+                except Exception as exc:
+                    sup.failed(exc, "run")
+                    await sup.restart()
+        finally:
+            await sup.close()
+            await out.aclose()
+
+    async def _run_consumer(self, spec: ComponentSpec, inbox: Inbox, out: Outputs) -> None:
+        sup = self._supervisor(spec)
+        stats = self.stats[spec.name]
+        dead = DeadLetter(self.spec.settings.data_dir, spec.name)
+        try:
+            await sup.ensure_started()
+            async with anyio.create_task_group() as tg:
+                if spec.kind == "processor":
+                    tg.start_soon(self._ticker, sup, out)
+                async with inbox.receive:
+                    async for batch in inbox.receive:
+                        stats.batches_in += 1
+                        stats.events_in += len(batch)
+                        if spec.kind == "processor":
+                            await self._process(sup, batch, out, dead)
+                        else:
+                            await self._write(sup, batch, dead)
+                tg.cancel_scope.cancel()
+            await self._finish(sup, out, dead)
+        finally:
+            await sup.close()
+            await out.aclose()
+
+    async def _process(self, sup: Supervisor, batch: Batch, out: Outputs, dead: DeadLetter) -> None:
+        # A failing batch is retried once on a fresh instance (the failure may have been
+        # the instance's state); failing again, it is dead-lettered, not dropped.
+        for attempt in range(2):
+            try:
+                result = await sup.call(lambda c: _as_processor(c).process(batch), "process")
+            except Exception as exc:
+                sup.failed(exc, "process")
+                await sup.restart()
+                if attempt == 0:
+                    sup.stats.retries += 1
+                    continue
+                dead.write(batch, sup.stats.last_error)
+                sup.stats.dead_lettered += len(batch)
+                return
+            sup.succeeded()
+            await _forward(result, out)
+            return
+
+    async def _write(self, sup: Supervisor, batch: Batch, dead: DeadLetter) -> None:
+        cfg = sup.spec.config
+        retries = cfg.max_retries if isinstance(cfg, SinkConfig) else 0
+        for attempt in range(retries + 1):
+            try:
+                await sup.call(lambda c: _as_sink(c).write(batch), "write")
+            except Exception as exc:
+                sup.failed(exc, "write")
+                await sup.restart()
+                if attempt < retries:
+                    sup.stats.retries += 1
+                    continue
+                dead.write(batch, sup.stats.last_error)
+                sup.stats.dead_lettered += len(batch)
+                return
+            sup.succeeded()
+            return
+
+    async def _ticker(self, sup: Supervisor, out: Outputs) -> None:
+        instance = await sup.ensure_started()
+        interval = _as_processor(instance).tick_interval
+        if not interval:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                result = await sup.call(lambda c: _as_processor(c).tick(), "tick")
+            except Exception as exc:
+                sup.failed(exc, "tick")
+                await sup.restart()
+                continue
+            await _forward(result, out)
+
+    async def _finish(self, sup: Supervisor, out: Outputs, dead: DeadLetter) -> None:
+        """Drain: a processor emits what its windows hold, a sink flushes."""
+        try:
+            if sup.spec.kind == "processor":
+                result = await sup.call(lambda c: _as_processor(c).flush(), "flush")
+                await _forward(result, out)
+            else:
+                await sup.call(lambda c: _as_sink(c).flush(), "flush")
+        except Exception as exc:
+            sup.failed(exc, "flush")
+
+    async def _drain_deadline(self, consumers: TaskGroup, scope: anyio.CancelScope) -> None:
+        """Started once sources have stopped: if the drain outlasts `drain_timeout`,
+        cancel what is left rather than hang the process. `scope` is cancelled when the
+        last consumer finishes."""
+        timeout = self.spec.settings.drain_timeout
+        with scope:
+            await anyio.sleep(timeout)
+        if scope.cancel_called:
+            return
+        log.error("drain did not finish within %.1fs; cancelling the remaining components", timeout)
+        consumers.cancel_scope.cancel()
+
+
+async def _forward(result: Batch | Sequence[Batch] | None, out: Outputs) -> None:
+    if result is None:
+        return
+    if isinstance(result, Batch):
+        await out.emit(result)
+        return
+    for b in result:
+        await out.emit(b)
+
+
+def _as_source(c: object) -> Source[Any]:
+    assert isinstance(c, Source)
+    return c
+
+
+def _as_processor(c: object) -> Processor[Any]:
+    assert isinstance(c, Processor)
+    return c
+
+
+def _as_sink(c: object) -> Sink[Any]:
+    assert isinstance(c, Sink)
+    return c
