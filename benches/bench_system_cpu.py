@@ -6,6 +6,8 @@ In one run this starts
   collecting every `--interval` into a `blackhole` sink, in its own process;
 * `prometheus-node-exporter` on a free loopback port, scraped every `--interval` by this
   script, as Prometheus would;
+* (unless `--no-baseline`) the same pipeline with a `generate` source sending one metric
+  per interval instead of `system`: what the interpreter and runtime cost on their own;
 
 waits `--warmup` seconds, then measures the CPU time (user + system) each process uses
 over `--seconds`, and prints a markdown table for benches/RESULTS.md. The scraper's own
@@ -92,18 +94,17 @@ class Usage:
         return self.cpu_s / self.collections * 1000.0 if self.collections else float("nan")
 
 
-def start_revopipe(data_dir: Path, interval: float, processes: list[str],
-                   log: Path) -> subprocess.Popen[bytes]:
+def start_revopipe(data_dir: Path, source: dict[str, object], log: Path) -> subprocess.Popen[bytes]:
     config = {
         "pipeline": {"name": "bench-system", "data_dir": str(data_dir)},
-        "sources": {"host": {"type": "system", "interval": f"{interval}s",
-                             "processes": processes}},
+        "sources": {"host": source},
         "sinks": {"null": {"type": "blackhole", "inputs": ["host"]}},
     }
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", PIPELINE_SCRIPT, json.dumps(config)],
-            stdout=subprocess.PIPE, stderr=err,
+            stdout=subprocess.PIPE,
+            stderr=err,
         )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the pipeline is built (or it died)
@@ -120,7 +121,8 @@ def start_node_exporter(port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [binary, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=err,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     url = f"http://127.0.0.1:{port}/metrics"
     deadline = time.monotonic() + 15
@@ -147,12 +149,27 @@ def measure(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-system-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    rp = start_revopipe(tmp / "data", interval, args.processes, tmp / "revopipe.log")
+    every = f"{interval}s"
+    rp = start_revopipe(
+        tmp / "data",
+        {"type": "system", "interval": every, "processes": args.processes},
+        tmp / "revopipe.log",
+    )
     ne: subprocess.Popen[bytes] | None = None
+    bl: subprocess.Popen[bytes] | None = None
     try:
+        if args.baseline:
+            bl = start_revopipe(
+                tmp / "data-baseline",
+                {"type": "generate", "interval": every, "batch_size": 1},
+                tmp / "baseline.log",
+            )
         ne = start_node_exporter(port, tmp / "node_exporter.log")
-        print(f"revopipe pid {rp.pid}, node_exporter pid {ne.pid} on 127.0.0.1:{port}; "
-              f"warm-up {args.warmup:g}s, measuring {args.seconds:g}s", file=sys.stderr)
+        print(
+            f"revopipe pid {rp.pid}, node_exporter pid {ne.pid} on 127.0.0.1:{port}; "
+            f"warm-up {args.warmup:g}s, measuring {args.seconds:g}s",
+            file=sys.stderr,
+        )
 
         start = time.monotonic()
         measure_at = start + args.warmup
@@ -161,11 +178,16 @@ def measure(args: argparse.Namespace) -> None:
         scrapes = 0
         scrape_bytes = 0
         scrape_wall = 0.0
-        base: tuple[float, float, float] | None = None
+        base: tuple[float, float, float, float] | None = None
         while True:
             now = time.monotonic()
             if base is None and now >= measure_at:
-                base = (cpu_seconds(rp.pid), cpu_seconds(ne.pid), time.process_time())
+                base = (
+                    cpu_seconds(rp.pid),
+                    cpu_seconds(ne.pid),
+                    time.process_time(),
+                    cpu_seconds(bl.pid) if bl else 0.0,
+                )
                 window_start = now
             if now >= end:
                 break
@@ -180,25 +202,43 @@ def measure(args: argparse.Namespace) -> None:
                 raise SystemExit(f"revopipe exited early:\n{(tmp / 'revopipe.log').read_text()}")
             if ne.poll() is not None:
                 raise SystemExit("node_exporter exited early")
-            time.sleep(max(0.0, min(next_scrape, end, measure_at if base is None else end)
-                           - time.monotonic()))
+            time.sleep(
+                max(
+                    0.0,
+                    min(next_scrape, end, measure_at if base is None else end) - time.monotonic(),
+                )
+            )
         window = time.monotonic() - window_start
         assert base is not None
-        revopipe = Usage(cpu_seconds(rp.pid) - base[0], round(window / interval),
-                         rss_mib(rp.pid))
+        revopipe = Usage(cpu_seconds(rp.pid) - base[0], round(window / interval), rss_mib(rp.pid))
         node = Usage(cpu_seconds(ne.pid) - base[1], scrapes, rss_mib(ne.pid))
         scraper = Usage(time.process_time() - base[2], scrapes, rss_mib(os.getpid()))
+        baseline = (
+            Usage(cpu_seconds(bl.pid) - base[3], revopipe.collections, rss_mib(bl.pid))
+            if bl
+            else None
+        )
     finally:
-        stop(rp)
-        if ne is not None:
-            stop(ne)
+        for proc in (rp, ne, bl):
+            if proc is not None:
+                stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report(args, window, revopipe, node, scraper, scrape_bytes, scrape_wall / max(1, scrapes))
+    report(
+        args, window, revopipe, node, scraper, baseline, scrape_bytes, scrape_wall / max(1, scrapes)
+    )
 
 
-def report(args: argparse.Namespace, window: float, revopipe: Usage, node: Usage,
-           scraper: Usage, scrape_bytes: int, scrape_latency: float) -> None:
+def report(
+    args: argparse.Namespace,
+    window: float,
+    revopipe: Usage,
+    node: Usage,
+    scraper: Usage,
+    baseline: Usage | None,
+    scrape_bytes: int,
+    scrape_latency: float,
+) -> None:
     import revopipe as rp_pkg
 
     cpu_model = ""
@@ -211,11 +251,13 @@ def report(args: argparse.Namespace, window: float, revopipe: Usage, node: Usage
         pass
     procs = f", processes={args.processes}" if args.processes else ""
     print()
-    print(f"Host: {platform.system()} {platform.release()}, {psutil.cpu_count()} logical "
-          f"CPUs{' (' + cpu_model + ')' if cpu_model else ''}, Python "
-          f"{platform.python_version()}, revopipe {rp_pkg.__version__}, node_exporter "
-          f"{node_exporter_version()}. Interval {args.interval:g}s, window {window:.1f}s "
-          f"after {args.warmup:g}s warm-up.")
+    print(
+        f"Host: {platform.system()} {platform.release()}, {psutil.cpu_count()} logical "
+        f"CPUs{' (' + cpu_model + ')' if cpu_model else ''}, Python "
+        f"{platform.python_version()}, revopipe {rp_pkg.__version__}, node_exporter "
+        f"{node_exporter_version()}. Interval {args.interval:g}s, window {window:.1f}s "
+        f"after {args.warmup:g}s warm-up."
+    )
     print()
     print("| collector | CPU s / min | ms CPU / collection | collections | RSS MiB |")
     print("|---|---:|---:|---:|---:|")
@@ -224,25 +266,49 @@ def report(args: argparse.Namespace, window: float, revopipe: Usage, node: Usage
         ("prometheus-node-exporter (default collectors), scraped", node),
         ("scraper (this script; not counted)", scraper),
     ]
+    if baseline is not None:
+        rows.insert(1, ("revopipe baseline: `generate` 1 metric → blackhole", baseline))
     for label, u in rows:
-        print(f"| {label} | {u.per_minute(window):.3f} | {u.ms_per_collection():.2f} | "
-              f"{u.collections} | {u.rss_mib:.1f} |")
-    ratio = (revopipe.ms_per_collection() / node.ms_per_collection()
-             if node.cpu_s > 0 else float("inf"))
+        print(
+            f"| {label} | {u.per_minute(window):.3f} | {u.ms_per_collection():.2f} | "
+            f"{u.collections} | {u.rss_mib:.1f} |"
+        )
+    ratio = (
+        revopipe.ms_per_collection() / node.ms_per_collection() if node.cpu_s > 0 else float("inf")
+    )
     print()
-    print(f"revopipe / node_exporter CPU per collection: **{ratio:.2f}x** "
-          f"(node_exporter response {scrape_bytes / 1024:.0f} KiB, "
-          f"{scrape_latency * 1000:.1f} ms wall per scrape)")
+    print(
+        f"revopipe / node_exporter CPU per collection: **{ratio:.2f}x** "
+        f"(node_exporter response {scrape_bytes / 1024:.0f} KiB, "
+        f"{scrape_latency * 1000:.1f} ms wall per scrape)"
+    )
+    if baseline is not None:
+        own = revopipe.ms_per_collection() - baseline.ms_per_collection()
+        print(
+            f"Of revopipe's figure, about {own:.2f} ms per collection is the `system` "
+            "source itself; the rest is the interpreter and pipeline runtime (baseline)."
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="measurement window")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
-    ap.add_argument("--interval", type=float, default=1.0,
-                    help="collection / scrape interval in seconds")
-    ap.add_argument("--processes", nargs="*", default=[],
-                    help="process names for the system source to track too")
+    ap.add_argument(
+        "--interval", type=float, default=1.0, help="collection / scrape interval in seconds"
+    )
+    ap.add_argument(
+        "--processes",
+        nargs="*",
+        default=[],
+        help="process names for the system source to track too",
+    )
+    ap.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the revopipe runtime baseline process",
+    )
     args = ap.parse_args()
     if args.seconds <= 0 or args.interval <= 0 or args.warmup < 0:
         ap.error("--seconds and --interval must be positive, --warmup not negative")

@@ -85,3 +85,21 @@ inputs = ["gen"]
     r = run_cli("validate", str(f), env={"DB_PASSWORD": "pa55-word-123"})
     assert r.returncode == 0
     assert "pa55-word-123" not in r.stdout + r.stderr
+
+
+def test_run_failure_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    f = tmp_path / "p.toml"
+    f.write_text(f"""
+[pipeline]
+data_dir = "{tmp_path / "file" / "sub"}"
+[sources.gen]
+type = "generate"
+[sinks.out]
+type = "blackhole"
+inputs = ["gen"]
+""")
+    r = run_cli("run", str(f))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "pipeline failed: NotADirectoryError" in r.stderr

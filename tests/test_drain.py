@@ -52,7 +52,7 @@ def test_signal_drains_everything_and_exits_zero(tmp_path: Path, signum: int) ->
     # wait until events are flowing, then interrupt mid-stream
     deadline = time.monotonic() + 30
     out = tmp_path / "out.jsonl"
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 300_000):
+    while time.monotonic() < deadline and not (tmp_path / "out.jsonl.2").exists():
         time.sleep(0.05)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
@@ -76,19 +76,21 @@ def test_signal_drains_everything_and_exits_zero(tmp_path: Path, signum: int) ->
 
 def test_second_signal_stops_at_once(tmp_path: Path) -> None:
     config = tmp_path / "p.toml"
-    # a sink that can never keep up with a long queue: the drain would take minutes
+    # the sink cannot start (its path is a directory), so the drain would wait for it
+    # until drain_timeout; a second signal must not wait that long
     config.write_text(f"""
 [pipeline]
 data_dir = "{tmp_path}"
 drain_timeout = "10m"
+restart_backoff = "100ms"
+max_restart_backoff = "200ms"
 [sources.gen]
 type = "generate"
-batch_size = 1000
-interval = "0s"
-[sinks.screen]
-type = "console"
+interval = "10ms"
+[sinks.file]
+type = "jsonl"
 inputs = ["gen"]
-buffer = 10000
+path = "{tmp_path}"
 """)
     proc = subprocess.Popen(
         revopipe_cmd("run", str(config)),
@@ -99,7 +101,9 @@ buffer = 10000
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
+    assert proc.poll() is None, "the first signal only starts a drain"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "second signal: stopping now" in stderr
+    assert "IsADirectoryError" in stderr

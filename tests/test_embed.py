@@ -85,3 +85,10 @@ def test_invalid_config_raises_with_every_error() -> None:
             }
         )
     assert len(info.value.errors) == 2
+
+
+def test_unwritable_data_dir_fails_the_start_cleanly(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(NotADirectoryError):
+        revopipe.embed(toml(blocker / "sub"))

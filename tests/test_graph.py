@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,7 +39,7 @@ def test_cycle_found_iff_reference_says_so(inputs: dict[str, list[str]]) -> None
     if cycle is not None:
         assert cycle[0] == cycle[-1]
         # every step of the reported cycle is a real edge, in data-flow order
-        for a, b in zip(cycle, cycle[1:], strict=False):
+        for a, b in itertools.pairwise(cycle):
             assert a in inputs[b]
 
 

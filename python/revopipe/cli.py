@@ -18,7 +18,7 @@ from revopipe.config.load import load_file, load_text
 from revopipe.config.redact import RedactingFilter, Redactor
 from revopipe.config.spec import PipelineSpec
 from revopipe.plugins import PluginError, Registry, default_registry
-from revopipe.runtime.pipeline import Pipeline
+from revopipe.runtime.pipeline import Pipeline, first_error
 
 EXIT_INVALID = 2
 DEMO = "system.toml"
@@ -103,7 +103,13 @@ def run(config: Path | None, log_level: str, stats_file: Path | None) -> None:
     spec = _load(config, registry)
     _setup_logging(log_level, spec.redactor)
     pipeline = Pipeline(spec, registry)
-    forced = anyio.run(_run_until_signalled, pipeline)
+    try:
+        forced = anyio.run(_run_until_signalled, pipeline)
+    except Exception as group:
+        exc = first_error(group)
+        logging.getLogger("revopipe").error("pipeline failed: %s: %s", type(exc).__name__, exc)
+        click.echo(_summary(pipeline.snapshot()), err=True)
+        sys.exit(1)
     snapshot = pipeline.snapshot()
     click.echo(_summary(snapshot), err=True)
     if stats_file is not None:

@@ -13,7 +13,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from revopipe.runtime.pipeline import Pipeline
+from revopipe.runtime.pipeline import Pipeline, first_error
 
 
 class PipelineHandle:
@@ -40,7 +40,7 @@ class PipelineHandle:
         try:
             anyio.run(self._run)
         except BaseException as exc:  # surfaced through .error / stop()
-            self.error = exc
+            self.error = first_error(exc)
         finally:
             self._ready.set()
 

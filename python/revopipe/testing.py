@@ -16,15 +16,24 @@ from revopipe.runtime.stats import ComponentStats
 C = TypeVar("C", bound=Component[Any])
 
 
-def make(cls: type[C], config: Mapping[str, Any], data_dir: Path, name: str = "under_test",
-         extras: Mapping[str, Any] | None = None) -> C:
+def make(
+    cls: type[C],
+    config: Mapping[str, Any],
+    data_dir: Path,
+    name: str = "under_test",
+    extras: Mapping[str, Any] | None = None,
+) -> C:
     """An instance of a component class with its config validated as `revopipe validate`
     would, and a context like the runtime gives."""
     cfg = cls.Config.model_validate({"type": cls.type_name, **config})
     stats = ComponentStats(name, cls.kind, cls.type_name)
     ctx = ComponentContext(
-        name=name, data_dir=data_dir, logger=logging.getLogger(f"revopipe.test.{name}"),
-        stats=stats, pipeline_stats=lambda: [stats], extras=extras or {},
+        name=name,
+        data_dir=data_dir,
+        logger=logging.getLogger(f"revopipe.test.{name}"),
+        stats=stats,
+        pipeline_stats=lambda: [stats],
+        extras=extras or {},
     )
     return cls(cfg, ctx)
 

@@ -71,9 +71,14 @@ def parse_size(value: object) -> int:
 
 
 def format_duration(seconds: float) -> str:
+    """The shortest plain form `parse_duration` reads back: '250ms', '10s', '1000000s'."""
     if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+        return _plain(seconds * 1000) + "ms"
+    return _plain(seconds) + "s"
+
+
+def _plain(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".")
 
 
 Duration = Annotated[

@@ -125,11 +125,10 @@ class Pipeline:
         self._stop_requested = anyio.Event()
         self._started = anyio.Event()
         self.running_now = True
-        data_dir = self.spec.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.registry.pm.hook.revopipe_startup(pipeline=self)
-        outputs, inboxes = self._wire()
         try:
+            self.spec.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            outputs, inboxes = self._wire()
+            self.registry.pm.hook.revopipe_startup(pipeline=self)
             with anyio.CancelScope() as force:
                 self._force = force
                 deadline = anyio.CancelScope()
@@ -153,6 +152,7 @@ class Pipeline:
                     if pending:
                         consumers.start_soon(self._drain_deadline, consumers, deadline)
         finally:
+            self._started.set()  # wake waiters even when the start itself failed
             self.running_now = False
             self._force = None
             try:
@@ -216,10 +216,16 @@ class Pipeline:
 
     async def _run_source(self, spec: ComponentSpec, out: Outputs) -> None:
         sup = self._supervisor(spec)
+
+        async def emit(batch: Batch) -> None:
+            await out.emit(batch)
+            sup.succeeded()  # a source that emits again after a restart has recovered
+
         try:
             while True:
                 try:
-                    await sup.call(lambda c: _as_source(c).run(out.emit), "run")
+                    source = _as_source(await sup.ensure_started())
+                    await source.run(emit)
                     return  # a finite source ended
                 except Exception as exc:
                     sup.failed(exc, "run")
@@ -325,6 +331,14 @@ class Pipeline:
             return
         log.error("drain did not finish within %.1fs; cancelling the remaining components", timeout)
         consumers.cancel_scope.cancel()
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The underlying error of a task group's exception group (task groups wrap even a
+    single failure), so callers can report and catch it by its own type."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _forward(result: Batch | Sequence[Batch] | None, out: Outputs) -> None:

@@ -3,7 +3,6 @@ metrics, per-process metrics for chosen processes, and container (cgroup) limits
 after the OpenTelemetry semantic conventions."""
 
 from revopipe.plugins import hookimpl
-
 from revopipe_plugins.system.source import SystemConfig, SystemSource
 
 __all__ = ["SystemConfig", "SystemSource", "revopipe_component_types"]

@@ -132,8 +132,9 @@ def _smallest_cpu(candidates: list[float | None]) -> float | None:
     return min(set_) if set_ else None
 
 
-def _smallest_memory(dirs: list[Path], limit_name: str,
-                     usage_name: str) -> tuple[int | None, Path | None]:
+def _smallest_memory(
+    dirs: list[Path], limit_name: str, usage_name: str
+) -> tuple[int | None, Path | None]:
     best: int | None = None
     usage: Path | None = None
     for d in dirs:
@@ -145,8 +146,7 @@ def _smallest_memory(dirs: list[Path], limit_name: str,
     return best, usage
 
 
-def read_limits(root: Path = DEFAULT_ROOT,
-                self_cgroup: Path = DEFAULT_SELF_CGROUP) -> CgroupLimits:
+def read_limits(root: Path = DEFAULT_ROOT, self_cgroup: Path = DEFAULT_SELF_CGROUP) -> CgroupLimits:
     """The effective CPU and memory limits of this process's cgroup."""
     if not root.is_dir():
         return CgroupLimits(version=0)
@@ -161,8 +161,7 @@ def read_limits(root: Path = DEFAULT_ROOT,
 
     cpu_field, cpu_path = paths.get("cpu", ("cpu", "/"))
     cpu_base = next(
-        (root / n for n in (cpu_field, "cpu", "cpu,cpuacct", "cpuacct,cpu")
-         if (root / n).is_dir()),
+        (root / n for n in (cpu_field, "cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / n).is_dir()),
         None,
     )
     mem_field, mem_path = paths.get("memory", ("memory", "/"))
@@ -191,8 +190,7 @@ _NO_TAGS = ()
 class CgroupCollector:
     """Emits `container.*` metrics when a limit is set; nothing otherwise."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT,
-                 self_cgroup: Path = DEFAULT_SELF_CGROUP) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, self_cgroup: Path = DEFAULT_SELF_CGROUP) -> None:
         self.root = root
         self.self_cgroup = self_cgroup
         self.limits = CgroupLimits(version=0)
@@ -210,5 +208,10 @@ class CgroupCollector:
         used = read_usage(lim.memory_usage_file) if lim.memory_usage_file else None
         if used is not None:
             b.add("container.memory.usage", used, MetricKind.GAUGE, "By", _NO_TAGS)
-            b.add("container.memory.utilization", used / lim.memory_limit, MetricKind.GAUGE,
-                  "1", _NO_TAGS)
+            b.add(
+                "container.memory.utilization",
+                used / lim.memory_limit,
+                MetricKind.GAUGE,
+                "1",
+                _NO_TAGS,
+            )

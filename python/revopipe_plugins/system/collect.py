@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import psutil
+
 from revopipe.batch import MetricBatchBuilder
 from revopipe.events import MetricKind, Tags
 
@@ -31,15 +32,50 @@ _MODE_NAMES = {"irq": "interrupt"}
 """psutil field -> OpenTelemetry `cpu.mode` value where the names differ."""
 
 DEFAULT_FS_TYPES_EXCLUDE = (
-    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devfs",
-    "devpts", "devtmpfs", "efivarfs", "fusectl", "fuse.lxcfs", "hugetlbfs", "iso9660",
-    "mqueue", "nsfs", "overlay", "aufs", "proc", "procfs", "pstore", "ramfs",
-    "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "erofs", "sysfs", "tmpfs",
-    "tracefs", "nfsd",
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "fuse.lxcfs",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "aufs",
+    "proc",
+    "procfs",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "erofs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "nfsd",
 )
 DEFAULT_MOUNTPOINTS_EXCLUDE = (
-    "/dev", "/dev/*", "/proc", "/proc/*", "/sys", "/sys/*", "/run/credentials/*",
-    "/var/lib/docker/*", "/var/lib/containers/storage/*", "/var/lib/kubelet/pods/*",
+    "/dev",
+    "/dev/*",
+    "/proc",
+    "/proc/*",
+    "/sys",
+    "/sys/*",
+    "/run/credentials/*",
+    "/var/lib/docker/*",
+    "/var/lib/containers/storage/*",
+    "/var/lib/kubelet/pods/*",
 )
 DEFAULT_DISKS_EXCLUDE = ("loop*", "ram*", "zram*", "fd[0-9]*", "sr[0-9]*")
 DEFAULT_NICS_EXCLUDE = ("lo",)
@@ -59,8 +95,9 @@ def _state(key: str, value: str) -> Tags:
     return ((key, value),)
 
 
-_MEM = {s: _state("system.memory.state", s)
-        for s in ("used", "free", "available", "cached", "buffers")}
+_MEM = {
+    s: _state("system.memory.state", s) for s in ("used", "free", "available", "cached", "buffers")
+}
 _PAGING_USED = _state("system.paging.state", "used")
 _PAGING_FREE = _state("system.paging.state", "free")
 _NO_TAGS: Tags = ()
@@ -120,8 +157,7 @@ class HostCollector:
         self._sum_idx = tuple(i for i, f in enumerate(fields) if f not in _GUEST_FIELDS)
         self._idle_idx = tuple(i for i, f in enumerate(fields) if f in _IDLE_FIELDS)
         self._mode_rows = tuple(
-            (i, _state("cpu.mode", _MODE_NAMES.get(fields[i], fields[i])))
-            for i in self._sum_idx
+            (i, _state("cpu.mode", _MODE_NAMES.get(fields[i], fields[i]))) for i in self._sum_idx
         )
         self._cpu_tags: list[Tags] = []
         self._prev_total: tuple[float, ...] | None = None
@@ -146,16 +182,20 @@ class HostCollector:
         except OSError as exc:
             self._warn_once("partitions", exc)
             return
+        # A later mount on the same path hides the earlier one: keep the one on top.
+        top = {p.mountpoint: p for p in parts}
         by_mount: dict[str, _Filesystem] = {}
-        for p in parts:
+        for p in top.values():
             if p.fstype in self._fs_types_excluded or self._mount_excluded(p.mountpoint):
                 continue
-            # Files bind-mounted into containers (/etc/hosts...) are not filesystems of
-            # their own; a later mount on the same path hides the earlier one.
+            # Files bind-mounted into containers (/etc/hosts...) are not filesystems.
             if not os.path.isdir(p.mountpoint):
                 continue
-            base = {"system.device": p.device, "system.filesystem.mountpoint": p.mountpoint,
-                    "system.filesystem.type": p.fstype}
+            base = {
+                "system.device": p.device,
+                "system.filesystem.mountpoint": p.mountpoint,
+                "system.filesystem.type": p.fstype,
+            }
             by_mount[p.mountpoint] = _Filesystem(
                 mountpoint=p.mountpoint,
                 used=_tags(base, "system.filesystem.state", "used"),
@@ -176,10 +216,16 @@ class HostCollector:
     # -- per tick --------------------------------------------------------------------
 
     def collect(self, b: MetricBatchBuilder) -> None:
-        for name, part in (("cpu", self._cpu), ("load", self._load), ("memory", self._memory),
-                           ("paging", self._paging), ("filesystem", self._filesystem),
-                           ("disk", self._disk), ("network", self._network),
-                           ("processes", self._process_count)):
+        for name, part in (
+            ("cpu", self._cpu),
+            ("load", self._load),
+            ("memory", self._memory),
+            ("paging", self._paging),
+            ("filesystem", self._filesystem),
+            ("disk", self._disk),
+            ("network", self._network),
+            ("processes", self._process_count),
+        ):
             try:
                 part(b)
             except Exception as exc:  # one broken probe must not cost the others
@@ -220,6 +266,8 @@ class HostCollector:
         self._prev_total, self._prev_cpus = total, cpus
         if prev_total is None:
             return  # not primed: a ratio over an unknown span would be meaningless
+        if cpus is not None and (prev_cpus is None or len(cpus) != len(prev_cpus)):
+            return  # CPUs came or went: the sums cover different sets; restart baselines
         busy = self._busy(prev_total, total)
         if busy is None:
             return  # no clock tick elapsed: nothing to report rather than a false 0
@@ -227,10 +275,15 @@ class HostCollector:
         if self.cpu_modes:
             span = sum(max(0.0, total[i] - prev_total[i]) for i in self._sum_idx)
             for i, mode in self._mode_rows:
-                b.add("system.cpu.utilization",
-                      min(1.0, max(0.0, total[i] - prev_total[i]) / span), GAUGE, "1", mode)
-        if cpus is None or prev_cpus is None or len(cpus) != len(prev_cpus):
-            return  # CPUs came or went: per-CPU baselines restart next tick
+                b.add(
+                    "system.cpu.utilization",
+                    min(1.0, max(0.0, total[i] - prev_total[i]) / span),
+                    GAUGE,
+                    "1",
+                    mode,
+                )
+        if cpus is None or prev_cpus is None:
+            return
         tags = self._cpu_tags
         while len(tags) < len(cpus):
             tags.append(_state("cpu.logical_number", str(len(tags))))
@@ -260,8 +313,13 @@ class HostCollector:
         sm = psutil.swap_memory()
         b.add("system.paging.usage", sm.used, GAUGE, "By", _PAGING_USED)
         b.add("system.paging.usage", sm.free, GAUGE, "By", _PAGING_FREE)
-        b.add("system.paging.utilization", sm.used / sm.total if sm.total else 0.0, GAUGE,
-              "1", _PAGING_USED)
+        b.add(
+            "system.paging.utilization",
+            sm.used / sm.total if sm.total else 0.0,
+            GAUGE,
+            "1",
+            _PAGING_USED,
+        )
 
     def _filesystem(self, b: MetricBatchBuilder) -> None:
         usage = psutil.disk_usage
@@ -272,12 +330,22 @@ class HostCollector:
                 continue  # unmounted since the last refresh, or not readable
             b.add("system.filesystem.usage", u.used, GAUGE, "By", fs.used)
             b.add("system.filesystem.usage", u.free, GAUGE, "By", fs.free)
-            b.add("system.filesystem.usage", max(0, u.total - u.used - u.free), GAUGE, "By",
-                  fs.reserved)
+            b.add(
+                "system.filesystem.usage",
+                max(0, u.total - u.used - u.free),
+                GAUGE,
+                "By",
+                fs.reserved,
+            )
             # Like df: the share of the space usable by unprivileged users.
             room = u.used + u.free
-            b.add("system.filesystem.utilization", u.used / room if room else 0.0, GAUGE,
-                  "1", fs.plain)
+            b.add(
+                "system.filesystem.utilization",
+                u.used / room if room else 0.0,
+                GAUGE,
+                "1",
+                fs.plain,
+            )
 
     def _disk(self, b: MetricBatchBuilder) -> None:
         counters = psutil.disk_io_counters(perdisk=True, nowrap=False)
@@ -328,11 +396,16 @@ def _tags(base: dict[str, str], key: str | None = None, value: str = "") -> Tags
 
 def _disk_tags(name: str) -> _DiskTags:
     base = {"system.device": name}
-    return _DiskTags(_tags(base, "disk.io.direction", "read"),
-                     _tags(base, "disk.io.direction", "write"), _tags(base))
+    return _DiskTags(
+        _tags(base, "disk.io.direction", "read"),
+        _tags(base, "disk.io.direction", "write"),
+        _tags(base),
+    )
 
 
 def _nic_tags(name: str) -> _NicTags:
     base = {"network.interface.name": name}
-    return _NicTags(_tags(base, "network.io.direction", "receive"),
-                    _tags(base, "network.io.direction", "transmit"))
+    return _NicTags(
+        _tags(base, "network.io.direction", "receive"),
+        _tags(base, "network.io.direction", "transmit"),
+    )

@@ -20,9 +20,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import psutil
+
 from revopipe.batch import MetricBatchBuilder
 from revopipe.events import MetricKind, Tags, make_tags
-
 from revopipe_plugins.system.collect import compile_globs
 
 COUNTER = MetricKind.COUNTER
@@ -210,8 +210,13 @@ class ProcessTracker:
             cpu = times.user + times.system
             elapsed = now - t.at
             if elapsed > 0:
-                b.add("process.cpu.utilization",
-                      max(0.0, (cpu - t.cpu) / elapsed * per_cpu), GAUGE, "1", t.tags)
+                b.add(
+                    "process.cpu.utilization",
+                    max(0.0, (cpu - t.cpu) / elapsed * per_cpu),
+                    GAUGE,
+                    "1",
+                    t.tags,
+                )
             t.cpu, t.at = cpu, now
             b.add("process.cpu.time", times.user, COUNTER, "s", t.user_tags)
             b.add("process.cpu.time", times.system, COUNTER, "s", t.system_tags)
@@ -219,8 +224,7 @@ class ProcessTracker:
             b.add("process.memory.virtual", mem.vms, GAUGE, "By", t.tags)
             b.add("process.thread.count", threads, GAUGE, "{thread}", t.tags)
             if fds >= 0:
-                b.add("process.open_file_descriptor.count", fds, GAUGE, "{file_descriptor}",
-                      t.tags)
+                b.add("process.open_file_descriptor.count", fds, GAUGE, "{file_descriptor}", t.tags)
             b.add("process.running", 1.0, GAUGE, "1", t.tags)
         for pid in lost:
             t = self.tracked.pop(pid)

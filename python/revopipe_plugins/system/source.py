@@ -14,10 +14,10 @@ from typing import Annotated, ClassVar
 import anyio
 import anyio.to_thread
 from pydantic import Field
+
 from revopipe.batch import Batch, MetricBatchBuilder
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, SourceConfig
-
 from revopipe_plugins.system import cgroup
 from revopipe_plugins.system.cgroup import CgroupCollector
 from revopipe_plugins.system.collect import (
@@ -108,8 +108,12 @@ class SystemSource(Source[SystemConfig]):
         self._refresh()
         limits = self._cgroup.limits
         if limits.cpu_limit is not None or limits.memory_limit is not None:
-            self.log.info("system: cgroup v%d limits: cpu %s cores, memory %s bytes",
-                          limits.version, limits.cpu_limit, limits.memory_limit)
+            self.log.info(
+                "system: cgroup v%d limits: cpu %s cores, memory %s bytes",
+                limits.version,
+                limits.cpu_limit,
+                limits.memory_limit,
+            )
 
     def _refresh(self) -> None:
         """The slow path: mounts, CPU count and cgroup limits change rarely."""

@@ -1,1 +1,23 @@
-pub fn answer() -> u64 { 42 }
+//! revopipe's engine: plain Rust, no Python. The `revopipe-python` crate wraps it as
+//! `revopipe._core`.
+//!
+//! - [`MetricKind`]: the kind codes shared with Python.
+//! - [`MetricBatch`]: a borrowed, validated columnar batch of metrics ([`BatchError`] when
+//!   its columns disagree).
+//! - [`encode_jsonl`]: a batch as JSON lines, into a reused buffer.
+//! - [`series_key`] / [`SeriesHasher`]: stable 64-bit keys for (name, tag set).
+
+mod batch;
+mod error;
+pub mod escape;
+mod jsonl;
+mod kind;
+mod number;
+mod series;
+
+pub use batch::MetricBatch;
+pub use error::BatchError;
+pub use jsonl::{encode_jsonl, encode_jsonl_to_vec};
+pub use kind::MetricKind;
+pub use number::NumberWriter;
+pub use series::{series_key, series_keys, SeriesHasher};

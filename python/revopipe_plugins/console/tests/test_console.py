@@ -12,11 +12,13 @@ from revopipe_plugins.console.sink import ConsoleSink
 pytestmark = pytest.mark.anyio
 
 TS = int(time.mktime((2026, 11, 29, 3, 4, 5, 0, 0, -1))) * 1_000_000_000 + 250_000_000
-BATCH = Batch.of([
-    Metric("system.cpu.utilization", 0.25, MetricKind.GAUGE, "1", TS, (("cpu", "0"),)),
-    Metric("system.network.io", 1024.0, MetricKind.COUNTER, "By", TS, ()),
-    Health("component:x", HealthStatus.DEGRADED, "slow", TS),
-])
+BATCH = Batch.of(
+    [
+        Metric("system.cpu.utilization", 0.25, MetricKind.GAUGE, "1", TS, (("cpu", "0"),)),
+        Metric("system.network.io", 1024.0, MetricKind.COUNTER, "By", TS, ()),
+        Health("component:x", HealthStatus.DEGRADED, "slow", TS),
+    ]
+)
 
 
 def test_text_format() -> None:
@@ -27,7 +29,9 @@ def test_text_format() -> None:
     ]
 
 
-async def test_json_format_writes_jsonl(tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+async def test_json_format_writes_jsonl(
+    tmp_path: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
     sink = make(ConsoleSink, {"inputs": ["x"], "format": "json"}, tmp_path)
     await sink.start()
     await sink.write(BATCH)

@@ -9,8 +9,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_sequence_numbers_every_event_once(tmp_path: Path) -> None:
-    src = make(GenerateSource, {"count": 25, "batch_size": 10, "interval": "0s",
-                                "tags": {"env": "t"}}, tmp_path, name="g")
+    src = make(
+        GenerateSource,
+        {"count": 25, "batch_size": 10, "interval": "0s", "tags": {"env": "t"}},
+        tmp_path,
+        name="g",
+    )
     batches = await collect(src, 5)
     assert [len(b) for b in batches] == [10, 10, 5]
     values = [v for b in batches for v in b.metrics.values]
@@ -19,8 +23,11 @@ async def test_sequence_numbers_every_event_once(tmp_path: Path) -> None:
 
 
 async def test_constant_mode_reuses_one_batch(tmp_path: Path) -> None:
-    src = make(GenerateSource, {"count": 30, "batch_size": 10, "interval": "0s",
-                                "mode": "constant"}, tmp_path)
+    src = make(
+        GenerateSource,
+        {"count": 30, "batch_size": 10, "interval": "0s", "mode": "constant"},
+        tmp_path,
+    )
     batches = await collect(src, 5)
     assert len(batches) == 3 and batches[0].metrics is batches[1].metrics
 

@@ -96,8 +96,13 @@ def run(burner: subprocess.Popen[bytes]) -> Collected:
     """One 2.5 s run at 0.5 s, watching this process and the burner by pid, and every
     process named like this one by name."""
     out = Collected()
-    source = make_source(Path("."), interval=f"{INTERVAL}s", pids=[os.getpid(), burner.pid],
-                         processes=[psutil.Process().name()], process_interval="1s")
+    source = make_source(
+        Path("."),
+        interval=f"{INTERVAL}s",
+        pids=[os.getpid(), burner.pid],
+        processes=[psutil.Process().name()],
+        process_interval="1s",
+    )
     anyio.run(run_for, source, RUN_SECONDS, out, backend="asyncio")
     return out
 
@@ -127,7 +132,7 @@ def test_cpu_utilization_is_a_primed_ratio(run: Collected) -> None:
         total = [m for m in rows if not m.tags]
         assert len(total) == 1
         # A core is kept busy, so a real ratio cannot be 0; an unprimed one would be.
-        assert total[0].value > 0.2
+        assert total[0].value > 0.5 / psutil.cpu_count()
         cores = {tag(m, "cpu.logical_number") for m in rows} - {None}
         assert len(cores) == psutil.cpu_count()
         modes = {m.tag_dict["cpu.mode"]: m.value for m in rows if tag(m, "cpu.mode")}
@@ -139,8 +144,9 @@ def test_cpu_utilization_is_a_primed_ratio(run: Collected) -> None:
 def test_host_gauges(run: Collected) -> None:
     last = len(run.batches) - 1
     total = psutil.virtual_memory().total
-    usage = {m.tag_dict["system.memory.state"]: m.value
-             for m in run.metrics(last, "system.memory.usage")}
+    usage = {
+        m.tag_dict["system.memory.state"]: m.value for m in run.metrics(last, "system.memory.usage")
+    }
     assert abs(usage["used"] + usage["available"] - total) < 0.05 * total
     assert run.metrics(last, "system.memory.limit")[0].value == total
     assert 0 < run.metrics(last, "system.memory.utilization")[0].value < 1
@@ -174,14 +180,13 @@ def test_counters_are_cumulative_and_monotonic(run: Collected) -> None:
     assert units["process.memory.usage"] == "By"
 
 
-def test_first_process_sample_is_primed(run: Collected,
-                                        burner: subprocess.Popen[bytes]) -> None:
+def test_first_process_sample_is_primed(run: Collected, burner: subprocess.Popen[bytes]) -> None:
     pid = str(burner.pid)
     cpu = [m.value for m in run.all("process.cpu.utilization") if tag(m, "process.pid") == pid]
     assert len(cpu) == len(run.batches)
     # Busy on one core of N: about 1/N from the very first tick, not 0.
     expected = 1 / psutil.cpu_count()
-    assert all(expected * 0.5 < v <= 1.0 for v in cpu), cpu
+    assert all(expected * 0.2 < v <= 1.0 for v in cpu), cpu
 
 
 def test_own_process_by_pid_and_by_name(run: Collected) -> None:
@@ -194,8 +199,12 @@ def test_own_process_by_pid_and_by_name(run: Collected) -> None:
     cpu = [m for m in run.all("process.cpu.utilization") if tag(m, "process.pid") == me]
     assert len(cpu) == len(run.batches)
     assert all(0 <= m.value <= 1 for m in cpu)
-    for name in ("process.memory.virtual", "process.thread.count",
-                 "process.open_file_descriptor.count", "process.running"):
+    for name in (
+        "process.memory.virtual",
+        "process.thread.count",
+        "process.open_file_descriptor.count",
+        "process.running",
+    ):
         assert any(tag(m, "process.pid") == me and m.value > 0 for m in run.all(name)), name
 
 
@@ -222,8 +231,12 @@ async def test_a_process_that_exits_is_reported_not_running_once(tmp_path: Path)
         child.kill()
         child.wait(timeout=10)
     pid = str(child.pid)
-    running = [(i, m.value) for i in range(len(out.batches))
-               for m in out.metrics(i, "process.running") if tag(m, "process.pid") == pid]
+    running = [
+        (i, m.value)
+        for i in range(len(out.batches))
+        for m in out.metrics(i, "process.running")
+        if tag(m, "process.pid") == pid
+    ]
     assert running[0] == (0, 1.0)
     assert [v for _, v in running].count(0.0) == 1
     assert running[-1][1] == 0.0  # and nothing about it afterwards
@@ -266,22 +279,29 @@ def test_unprimed_collector_reports_no_cpu_ratio() -> None:
     names = {m.name for m in b.build()}
     assert "system.cpu.utilization" not in names  # no false 0.0 from a single reading
     assert "system.memory.usage" in names
+    time.sleep(0.1)
     b = MetricBatchBuilder()
-    time.sleep(0.05)
-    host.collect(b)  # the first collect primed it
+    host.collect(b)  # the first collect took the baseline
+    assert "system.cpu.utilization" in {m.name for m in b.build()}
 
 
 def test_filters() -> None:
-    host = HostCollector(per_cpu=False, cpu_modes=False, nics_exclude=["*"],
-                         disks_exclude=["*"], mountpoints_exclude=["*"])
+    host = HostCollector(
+        per_cpu=False,
+        cpu_modes=False,
+        nics_exclude=["*"],
+        disks_exclude=["*"],
+        mountpoints_exclude=["*"],
+    )
     host.refresh()
     host.prime()
     time.sleep(0.05)
     b = MetricBatchBuilder()
     host.collect(b)
     names = [m.name for m in b.build()]
-    assert not any(n.startswith(("system.network.", "system.disk.", "system.filesystem."))
-                   for n in names)
+    assert not any(
+        n.startswith(("system.network.", "system.disk.", "system.filesystem.")) for n in names
+    )
     cpu = [m for m in b.build() if m.name == "system.cpu.utilization"]
     assert all(not m.tags for m in cpu)
     assert host.mountpoints == []
@@ -306,8 +326,12 @@ def test_config_validation() -> None:
 
 def test_registered_as_a_source_type() -> None:
     assert revopipe_component_types() == [SystemSource]
-    spec = load_dict({"sources": {"host": {"type": "system", "processes": ["nginx"]}},
-                      "sinks": {"out": {"type": "console", "inputs": ["host"]}}})
+    spec = load_dict(
+        {
+            "sources": {"host": {"type": "system", "processes": ["nginx"]}},
+            "sinks": {"out": {"type": "console", "inputs": ["host"]}},
+        }
+    )
     assert spec.components["host"].cls is SystemSource
 
 
@@ -376,8 +400,12 @@ def test_cgroup_v1_limits(tmp_path: Path) -> None:
     b = MetricBatchBuilder()
     collector.collect(b)
     got = {m.name: m.value for m in b.build()}
-    assert got == {"container.cpu.limit": 2.0, "container.memory.limit": 268435456,
-                   "container.memory.usage": 67108864, "container.memory.utilization": 0.25}
+    assert got == {
+        "container.cpu.limit": 2.0,
+        "container.memory.limit": 268435456,
+        "container.memory.usage": 67108864,
+        "container.memory.utilization": 0.25,
+    }
 
 
 def test_cgroup_v1_unlimited_emits_nothing(tmp_path: Path) -> None:
@@ -414,5 +442,9 @@ def test_source_reports_container_metrics_from_an_injected_root(tmp_path: Path) 
 
     batch = anyio.run(one_tick)
     got = {m.name: m.value for m in batch.metrics if m.name.startswith("container.")}
-    assert got == {"container.cpu.limit": 1.0, "container.memory.limit": 1000,
-                   "container.memory.usage": 250, "container.memory.utilization": 0.25}
+    assert got == {
+        "container.cpu.limit": 1.0,
+        "container.memory.limit": 1000,
+        "container.memory.usage": 250,
+        "container.memory.utilization": 0.25,
+    }
