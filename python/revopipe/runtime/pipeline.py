@@ -4,7 +4,7 @@ its own supervised task, and drains on stop."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -132,24 +132,16 @@ class Pipeline:
             with anyio.CancelScope() as force:
                 self._force = force
                 deadline = anyio.CancelScope()
-                names = [n for n in self.spec.order if self.spec.components[n].kind != "source"]
-                pending = len(names)
-
-                async def consumer(name: str) -> None:
-                    nonlocal pending
-                    try:
-                        spec = self.spec.components[name]
-                        await self._run_consumer(spec, inboxes[name], outputs[name])
-                    finally:
-                        pending -= 1
-                        if pending == 0:
-                            deadline.cancel()
-
+                specs = [c for c in self.spec.components.values() if c.kind != "source"]
+                pending = _Countdown(len(specs), deadline.cancel)
                 async with anyio.create_task_group() as consumers:
-                    for name in names:
-                        consumers.start_soon(consumer, name)
+                    for spec in specs:
+                        consumers.start_soon(
+                            pending.track,
+                            self._run_consumer(spec, inboxes[spec.name], outputs[spec.name]),
+                        )
                     await self._run_sources(outputs)
-                    if pending:
+                    if pending.left:
                         consumers.start_soon(self._drain_deadline, consumers, deadline)
         finally:
             self._started.set()  # wake waiters even when the start itself failed
@@ -195,20 +187,10 @@ class Pipeline:
         assert self._stop_requested is not None and self._started is not None
         stop = self._stop_requested
         sources = [c for c in self.spec.components.values() if c.kind == "source"]
-        remaining = len(sources)
-
-        async def one(spec: ComponentSpec) -> None:
-            nonlocal remaining
-            try:
-                await self._run_source(spec, outputs[spec.name])
-            finally:
-                remaining -= 1
-                if remaining == 0:
-                    stop.set()
-
+        running = _Countdown(len(sources), stop.set)  # all sources ended: drain
         async with anyio.create_task_group() as tg:
             for spec in sources:
-                tg.start_soon(one, spec)
+                tg.start_soon(running.track, self._run_source(spec, outputs[spec.name]))
             self._started.set()
             await stop.wait()
             tg.cancel_scope.cancel()
@@ -331,6 +313,23 @@ class Pipeline:
             return
         log.error("drain did not finish within %.1fs; cancelling the remaining components", timeout)
         consumers.cancel_scope.cancel()
+
+
+class _Countdown:
+    """Calls `on_zero` once the last of `left` tracked tasks has finished, however it
+    finished."""
+
+    def __init__(self, left: int, on_zero: Callable[[], object]) -> None:
+        self.left = left
+        self.on_zero = on_zero
+
+    async def track(self, task: Awaitable[None]) -> None:
+        try:
+            await task
+        finally:
+            self.left -= 1
+            if self.left == 0:
+                self.on_zero()
 
 
 def first_error(exc: BaseException) -> BaseException:
