@@ -5,7 +5,7 @@ Both functions copy their arguments out of Python first, then release the GIL fo
 
 from array import array
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypedDict
 
 __version__: Final[str]
 """The version of the Rust crate (CARGO_PKG_VERSION)."""
@@ -48,3 +48,181 @@ def series_keys(
     Raises ValueError when the columns differ in length (or a str holds a lone surrogate),
     TypeError when one has the wrong type.
     """
+
+# In-process instruments (rust/python/src/instruments.rs over revopipe_core::instruments).
+# Handles hold shared Rust state: the same (name, tags) always gives the same state.
+
+class Counter:
+    """A monotonic counter; collected as a cumulative total (never reset)."""
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add amount. Raises ValueError if it is negative, NaN or infinite."""
+    @property
+    def value(self) -> float:
+        """The total since creation."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def tags(self) -> tuple[tuple[str, str], ...]:
+        """Sorted (key, value) pairs."""
+
+class Gauge:
+    """A value that goes up and down; collected as its current value."""
+
+    def set(self, value: float) -> None: ...
+    def inc(self, amount: float = 1.0) -> None: ...
+    def dec(self, amount: float = 1.0) -> None: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def tags(self) -> tuple[tuple[str, str], ...]: ...
+
+class Histogram:
+    """A distribution; collected as the observations since the previous collect."""
+
+    def record(self, value: float) -> None:
+        """Record one observation (NaN and infinities are ignored)."""
+    @property
+    def count(self) -> int:
+        """Observations recorded since creation (collects do not reset it)."""
+    @property
+    def resolution(self) -> float:
+        """The size of one HdrHistogram unit, in the histogram's unit."""
+    @property
+    def significant_digits(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def tags(self) -> tuple[tuple[str, str], ...]: ...
+
+def counter(name: str, unit: str = "1", tags: tuple[tuple[str, str], ...] = ()) -> Counter:
+    """The counter (name, tags), created on first use. Raises ValueError if that name and
+    tags are already another kind of instrument or have another unit."""
+
+def gauge(name: str, unit: str = "1", tags: tuple[tuple[str, str], ...] = ()) -> Gauge:
+    """The gauge (name, tags), created on first use (see counter)."""
+
+def histogram(
+    name: str,
+    unit: str = "s",
+    tags: tuple[tuple[str, str], ...] = (),
+    significant_digits: int = 3,
+) -> Histogram:
+    """The histogram (name, tags), created on first use with significant_digits (1..5) of
+    HdrHistogram precision; a later call with other digits gets the existing one. Raises
+    ValueError on a kind/unit conflict or digits outside 1..5."""
+
+class InstrumentReading(TypedDict, total=False):
+    """One entry of `collect_instruments()`; `value` for counters and gauges, the rest
+    for histograms."""
+
+    kind: int
+    name: str
+    unit: str
+    tags: tuple[tuple[str, str], ...]
+    value: float
+    count: int
+    sum: float
+    min: float
+    max: float
+    hdr: str
+    resolution: float
+
+def collect_instruments() -> list[InstrumentReading]:
+    """Every instrument, in order of creation. Counters/gauges: {"kind": 0 | 1, "name",
+    "unit", "tags", "value": float}. Histograms with observations since the previous collect
+    (which this one takes): {"kind": 2, "name", "unit", "tags", "count": int, "sum", "min",
+    "max": float, "hdr": base64 compressed HdrHistogram V2 (values in units of resolution),
+    "resolution": float}."""
+
+def reset_instruments() -> None:
+    """Drop every instrument (tests). Handles already given out keep working, uncollected."""
+
+class WindowDict(TypedDict):
+    """One series' aggregate over one closed window, from `Aggregator.flush`. `last` is
+    None for histograms; `increase` / `rate` only for counters; `distinct` only for sets;
+    `percentiles` (q, value) and `hdr` (base64 compressed HdrHistogram V2 of the recorded
+    integers round(value / resolution)) only for histograms; `resolution` is the unit's
+    (revopipe_core::resolution::resolution_for_unit)."""
+
+    name: str
+    unit: str
+    tags: tuple[tuple[str, str], ...]
+    kind: int
+    start_ns: int
+    end_ns: int
+    count: int
+    sum: float
+    min: float
+    max: float
+    last: float | None
+    increase: float | None
+    rate: float | None
+    distinct: int | None
+    percentiles: list[tuple[float, float]]
+    hdr: str | None
+    resolution: float
+
+class Aggregator:
+    """Windowed per-series aggregation (tumbling epoch-aligned windows, HDR percentiles,
+    counter increases with resets, gauges, exact set cardinality, snapshot merging, a
+    cap of tag sets per metric name). Raises ValueError for a bad late_policy ("drop" or
+    "current"), significant_digits outside 1..5 or a percentile outside 0..100."""
+
+    def __init__(
+        self,
+        window_ns: int,
+        percentiles: Sequence[float] = (50, 90, 95, 99, 99.9),
+        significant_digits: int = 3,
+        max_series_per_metric: int = 2000,
+        grace_ns: int = 0,
+        late_policy: str = "drop",
+    ) -> None: ...
+    def ingest(
+        self,
+        names: Sequence[str],
+        kinds: bytes,
+        values: array[float],
+        units: Sequence[str],
+        timestamps: array[int],
+        tags: Sequence[tuple[tuple[str, str], ...]],
+    ) -> None:
+        """Aggregate a columnar batch (GIL released while aggregating)."""
+    def ingest_values(
+        self,
+        name: str,
+        unit: str,
+        tags: tuple[tuple[str, str], ...],
+        values: array[float],
+        timestamp_ns: int,
+    ) -> None:
+        """Aggregate many histogram values of one series at one timestamp (fast path)."""
+    def merge_snapshot(
+        self,
+        name: str,
+        unit: str,
+        tags: tuple[tuple[str, str], ...],
+        start_ns: int,
+        count: int,
+        sum: float,
+        min: float,
+        max: float,
+        hdr_b64: str,
+    ) -> None:
+        """Merge another instance's histogram window; ValueError if hdr_b64 is invalid."""
+    def flush(self, now_ns: int, force: bool = False) -> list[WindowDict]:
+        """Close windows ending at or before now_ns - grace_ns (all if force)."""
+    @property
+    def late_events(self) -> int: ...
+    @property
+    def overflow_events(self) -> int: ...
+    @property
+    def series_count(self) -> int: ...

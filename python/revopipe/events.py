@@ -186,6 +186,32 @@ class LoadTestSample:
         return {"type": self.type, **asdict(self)}
 
 
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """One window of a histogram series, mergeable: `hdr` is the standard compressed
+    HdrHistogram V2 encoding (base64) of values recorded as round(value / resolution).
+    count, sum, min and max are exact. Agents ship these so an aggregator computes exact
+    global percentiles instead of averaging percentiles."""
+
+    type: ClassVar[str] = "histogram_snapshot"
+    name: str
+    unit: str
+    start_ns: int
+    end_ns: int
+    count: int
+    sum: float
+    min: float
+    max: float
+    hdr: str
+    resolution: float
+    tags: Tags = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tags"] = dict(self.tags)
+        return {"type": self.type, **d}
+
+
 class HealthStatus(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
@@ -212,5 +238,7 @@ class Health:
         }
 
 
-Event = Metric | Span | Alert | Recommendation | Profile | LoadTestSample | Health
+Event = (
+    Metric | Span | Alert | Recommendation | Profile | LoadTestSample | Health | HistogramSnapshot
+)
 """Every event type a batch may carry besides its columnar metrics."""

@@ -7,16 +7,22 @@
 //! - [`encode_jsonl`]: a batch as JSON lines, into a reused buffer.
 //! - [`series_key`] / [`SeriesHasher`]: stable 64-bit keys for (name, tag set).
 
+pub mod aggregate;
 mod batch;
 mod error;
 pub mod escape;
+mod hist;
+pub mod instruments;
 mod jsonl;
 mod kind;
 mod number;
+pub mod resolution;
 mod series;
 
+pub use aggregate::{AggregateError, Aggregator, AggregatorConfig, LatePolicy, WindowResult};
 pub use batch::MetricBatch;
 pub use error::BatchError;
+pub use hist::{Hdr, HdrError, HdrStaging};
 pub use jsonl::{encode_jsonl, encode_jsonl_to_vec};
 pub use kind::MetricKind;
 pub use number::NumberWriter;

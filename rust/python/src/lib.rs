@@ -6,7 +6,9 @@
 //! other Python threads run meanwhile. The buffers are reused by the next call on the same
 //! thread (see `scratch`).
 
+mod aggregate;
 mod extract;
+mod instruments;
 mod scratch;
 mod texts;
 
@@ -146,5 +148,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(encode_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(series_keys, m)?)?;
+    m.add_class::<aggregate::PyAggregator>()?;
+    instruments::register(m)?;
     Ok(())
 }
