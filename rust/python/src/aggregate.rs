@@ -162,16 +162,7 @@ impl PyAggregator {
         tags: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let mut s = scratch::take();
-        let mut strings = extract::Strings::new(&mut s.texts);
-        extract::names(&mut strings, names)?;
-        extract::units(&mut strings, units)?;
-        extract::tags(&mut strings, tags)?;
-        drop(strings);
-        extract::buffer(kinds, "kinds", "bytes of kind codes", &mut s.kinds)?;
-        let what = "a float64 buffer such as array('d')";
-        extract::buffer(values, "values", what, &mut s.values)?;
-        let what = "an int64 buffer such as array('q')";
-        extract::buffer(timestamps, "timestamps", what, &mut s.timestamps)?;
+        extract::batch(&mut s, names, kinds, values, units, timestamps, tags)?;
         let (s, result) = py.detach(|| {
             let result = ingest_scratch(&mut self.lock(), &mut s);
             (s, result)

@@ -8,6 +8,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString, PyTuple};
 
+use crate::scratch::Scratch;
 use crate::texts::{Span, Texts};
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -247,4 +248,27 @@ fn is_empty_buffer_of<T: Element>(obj: &Bound<'_, PyAny>) -> bool {
         && format.is_some_and(|f| T::is_compatible_format(&f));
     let _ = view.call_method0("release");
     empty
+}
+
+/// Copies a whole columnar metric batch into `s` (strings into its arena, numbers through
+/// the buffer protocol), ready for work with the GIL released.
+pub fn batch<'py>(
+    s: &mut Scratch,
+    names: &Bound<'py, PyAny>,
+    kinds: &Bound<'py, PyAny>,
+    values: &Bound<'py, PyAny>,
+    units: &Bound<'py, PyAny>,
+    timestamps: &Bound<'py, PyAny>,
+    tags: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let mut strings = Strings::new(&mut s.texts);
+    self::names(&mut strings, names)?;
+    self::units(&mut strings, units)?;
+    self::tags(&mut strings, tags)?;
+    drop(strings);
+    buffer(kinds, "kinds", "bytes of kind codes", &mut s.kinds)?;
+    let what = "a float64 buffer such as array('d')";
+    buffer(values, "values", what, &mut s.values)?;
+    let what = "an int64 buffer such as array('q')";
+    buffer(timestamps, "timestamps", what, &mut s.timestamps)
 }

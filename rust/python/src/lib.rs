@@ -93,16 +93,7 @@ fn encode_jsonl<'py>(
     tags: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let mut s = scratch::take();
-    let mut strings = extract::Strings::new(&mut s.texts);
-    extract::names(&mut strings, names)?;
-    extract::units(&mut strings, units)?;
-    extract::tags(&mut strings, tags)?;
-    drop(strings);
-    extract::buffer(kinds, "kinds", "bytes of kind codes", &mut s.kinds)?;
-    let what = "a float64 buffer such as array('d')";
-    extract::buffer(values, "values", what, &mut s.values)?;
-    let what = "an int64 buffer such as array('q')";
-    extract::buffer(timestamps, "timestamps", what, &mut s.timestamps)?;
+    extract::batch(&mut s, names, kinds, values, units, timestamps, tags)?;
 
     let (s, encoded) = py.detach(move || {
         let result = encode(&mut s);
