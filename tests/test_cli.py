@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, run_cli
 
 BAD = """
@@ -103,3 +105,11 @@ inputs = ["gen"]
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert "pipeline failed: NotADirectoryError" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "example", sorted((REPO / "examples").glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_example_validates(example: Path) -> None:
+    r = run_cli("validate", str(example))
+    assert r.returncode == 0, r.stderr
