@@ -12,12 +12,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use revopipe_core::resolution::resolution_for_unit;
-use revopipe_core::{
-    AggregateError, Aggregator, AggregatorConfig, BatchError, MetricBatch, WindowResult,
-};
+use revopipe_core::{AggregateError, Aggregator, AggregatorConfig, BatchError, WindowResult};
 
 use crate::extract;
-use crate::scratch::{self, reuse, Scratch};
+use crate::scratch::{self, Scratch};
 
 fn value_error(e: impl ToString) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -43,21 +41,7 @@ impl PyAggregator {
 
 /// Aggregates the batch in `s`.
 fn ingest_scratch(agg: &mut Aggregator, s: &mut Scratch) -> Result<(), BatchError> {
-    let mut names = reuse(std::mem::take(&mut s.names));
-    let mut units = reuse(std::mem::take(&mut s.units));
-    let mut pairs = reuse(std::mem::take(&mut s.pairs));
-    let mut rows = reuse(std::mem::take(&mut s.rows));
-    s.texts.strs(&s.texts.names, &mut names);
-    s.texts.strs(&s.texts.units, &mut units);
-    s.texts.pair_strs(&mut pairs);
-    s.texts.rows(&pairs, &mut rows);
-    let result = MetricBatch::new(&names, &s.kinds, &s.values, &units, &s.timestamps, &rows)
-        .map(|batch| agg.ingest(&batch));
-    s.rows = reuse(rows);
-    s.pairs = reuse(pairs);
-    s.names = reuse(names);
-    s.units = reuse(units);
-    result
+    s.with_batch(|batch, _| agg.ingest(batch))
 }
 
 fn result_dict<'py>(py: Python<'py>, r: WindowResult) -> PyResult<Bound<'py, PyDict>> {

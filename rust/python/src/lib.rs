@@ -15,7 +15,7 @@ mod texts;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use revopipe_core::{BatchError, MetricBatch, SeriesHasher};
+use revopipe_core::{BatchError, SeriesHasher};
 
 use crate::scratch::{reuse, Scratch};
 
@@ -25,21 +25,8 @@ fn value_error(e: BatchError) -> PyErr {
 
 /// Builds the batch view over `s` and encodes it into `s.out`.
 fn encode(s: &mut Scratch) -> Result<(), BatchError> {
-    let mut names = reuse(std::mem::take(&mut s.names));
-    let mut units = reuse(std::mem::take(&mut s.units));
-    let mut pairs = reuse(std::mem::take(&mut s.pairs));
-    let mut rows = reuse(std::mem::take(&mut s.rows));
-    s.texts.strs(&s.texts.names, &mut names);
-    s.texts.strs(&s.texts.units, &mut units);
-    s.texts.pair_strs(&mut pairs);
-    s.texts.rows(&pairs, &mut rows);
-    let result = MetricBatch::new(&names, &s.kinds, &s.values, &units, &s.timestamps, &rows)
-        .map(|batch| revopipe_core::encode_jsonl(&batch, &mut s.out));
-    s.rows = reuse(rows);
-    s.pairs = reuse(pairs);
-    s.names = reuse(names);
-    s.units = reuse(units);
-    result
+    #[allow(clippy::redundant_closure)] // the closure is what makes the call generic over lifetimes
+    s.with_batch(|batch, out| revopipe_core::encode_jsonl(batch, out))
 }
 
 /// Hashes each (name, tags) row of `s`.

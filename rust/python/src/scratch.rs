@@ -4,6 +4,8 @@
 
 use std::cell::Cell;
 
+use revopipe_core::{BatchError, MetricBatch};
+
 use crate::texts::Texts;
 
 /// Retained per thread at most; a call that needed more frees it afterwards.
@@ -26,6 +28,36 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Views the extracted columns as a [`MetricBatch`] and runs `f` on it and on the output
+    /// buffer; the view's allocations go back into the scratch afterwards.
+    pub fn with_batch<R>(
+        &mut self,
+        f: impl FnOnce(&MetricBatch<'_>, &mut Vec<u8>) -> R,
+    ) -> Result<R, BatchError> {
+        let mut names = reuse(std::mem::take(&mut self.names));
+        let mut units = reuse(std::mem::take(&mut self.units));
+        let mut pairs = reuse(std::mem::take(&mut self.pairs));
+        let mut rows = reuse(std::mem::take(&mut self.rows));
+        self.texts.strs(&self.texts.names, &mut names);
+        self.texts.strs(&self.texts.units, &mut units);
+        self.texts.pair_strs(&mut pairs);
+        self.texts.rows(&pairs, &mut rows);
+        let result = MetricBatch::new(
+            &names,
+            &self.kinds,
+            &self.values,
+            &units,
+            &self.timestamps,
+            &rows,
+        )
+        .map(|batch| f(&batch, &mut self.out));
+        self.rows = reuse(rows);
+        self.pairs = reuse(pairs);
+        self.names = reuse(names);
+        self.units = reuse(units);
+        result
+    }
+
     fn retained_bytes(&self) -> usize {
         fn bytes<T>(v: &Vec<T>) -> usize {
             v.capacity() * std::mem::size_of::<T>()
