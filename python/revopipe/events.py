@@ -206,6 +206,24 @@ class HistogramSnapshot:
     resolution: float
     tags: Tags = ()
 
+    @classmethod
+    def from_core(cls, r: Mapping[str, Any], start_ns: int, end_ns: int) -> HistogramSnapshot:
+        """From a Rust core result (an instrument reading or an aggregator window), which
+        carries name, unit, tags, count, sum, min, max, hdr and resolution."""
+        return cls(
+            name=r["name"],
+            unit=r["unit"],
+            start_ns=start_ns,
+            end_ns=end_ns,
+            count=r["count"],
+            sum=r["sum"],
+            min=r["min"],
+            max=r["max"],
+            hdr=r["hdr"],
+            resolution=r["resolution"],
+            tags=r["tags"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tags"] = dict(self.tags)

@@ -35,21 +35,7 @@ def window_batch(results: Iterable[Mapping[str, Any]], snapshots: bool) -> Batch
             for q, v in r["percentiles"]:
                 b.add(f"{name}.{stat_name(q)}", v, g, unit, tags, end)
             if snapshots and r["hdr"] is not None:
-                events.append(
-                    HistogramSnapshot(
-                        name=name,
-                        unit=unit,
-                        start_ns=r["start_ns"],
-                        end_ns=end,
-                        count=count,
-                        sum=r["sum"],
-                        min=r["min"],
-                        max=r["max"],
-                        hdr=r["hdr"],
-                        resolution=r["resolution"],
-                        tags=tags,
-                    )
-                )
+                events.append(HistogramSnapshot.from_core(r, r["start_ns"], end))
         elif kind is MetricKind.COUNTER:
             b.add(f"{name}.sum", r["increase"], g, unit, tags, end)
             b.add(f"{name}.rate", r["rate"], g, f"{unit}/s", tags, end)

@@ -45,21 +45,7 @@ class AppSource(Source[AppConfig]):
         for r in metrics.collect():
             kind = MetricKind(r["kind"])
             if kind is MetricKind.HISTOGRAM:
-                snapshots.append(
-                    HistogramSnapshot(
-                        name=r["name"],
-                        unit=r["unit"],
-                        start_ns=since,
-                        end_ns=now,
-                        count=r["count"],
-                        sum=r["sum"],
-                        min=r["min"],
-                        max=r["max"],
-                        hdr=r["hdr"],
-                        resolution=r["resolution"],
-                        tags=r["tags"],
-                    )
-                )
+                snapshots.append(HistogramSnapshot.from_core(r, since, now))
             else:
                 b.add(r["name"], r["value"], kind, r["unit"], r["tags"])
         await emit(Batch(b.build(), tuple(snapshots)))
