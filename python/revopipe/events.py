@@ -187,6 +187,17 @@ class LoadTestSample:
 
 
 @dataclass(frozen=True, slots=True)
+class Exemplar:
+    """One observation of a histogram tied to the trace that produced it, so a slow bucket
+    in Prometheus or the dashboard links to the request behind it (OpenMetrics exemplars)."""
+
+    value: float
+    trace_id: str
+    span_id: str
+    timestamp_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class HistogramSnapshot:
     """One window of a histogram series, mergeable: `hdr` is the standard compressed
     HdrHistogram V2 encoding (base64) of values recorded as round(value / resolution).
@@ -205,6 +216,9 @@ class HistogramSnapshot:
     hdr: str
     resolution: float
     tags: Tags = ()
+    exemplars: tuple[Exemplar, ...] = ()
+    """A few observations with their trace ids (at most one per power-of-two range of
+    values, the latest of each), when the service recorded them with a span."""
 
     @classmethod
     def from_core(cls, r: Mapping[str, Any], start_ns: int, end_ns: int) -> HistogramSnapshot:
@@ -222,6 +236,7 @@ class HistogramSnapshot:
             hdr=r["hdr"],
             resolution=r["resolution"],
             tags=r["tags"],
+            exemplars=tuple(Exemplar(*e) for e in r.get("exemplars", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
