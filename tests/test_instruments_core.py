@@ -194,6 +194,7 @@ def test_collect_cumulative_counters_and_delta_histograms():
         "max",
         "hdr",
         "resolution",
+        "exemplars",
     }
     assert (hist["count"], hist["sum"], hist["min"], hist["max"]) == (3, 2.75, 0.25, 2.0)
     assert isinstance(hist["hdr"], str)
@@ -239,3 +240,30 @@ def test_reset_drops_instruments():
     assert c.value == 2.0
     assert g.value == 0.0
     assert [s["kind"] for s in _core.collect_instruments()] == [1]
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+def test_exemplars_reach_the_snapshot():
+    h = _core.histogram("ex.lat", "s")
+    h.record_exemplar(0.25, TRACE, SPAN)
+    h.record_exemplar(0.26, TRACE, "00f067aa0ba902b8")  # same power-of-two range: replaces
+    h.record(0.001)
+    (r,) = [x for x in _core.collect_instruments() if x["name"] == "ex.lat"]
+    assert r["count"] == 3
+    ((value, trace_id, span_id, ts),) = r["exemplars"]
+    assert (value, trace_id, span_id) == (0.26, TRACE, "00f067aa0ba902b8")
+    assert ts > 1_600_000_000 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id"),
+    [("xyz", SPAN), ("0" * 32, SPAN), (TRACE.upper(), SPAN), (TRACE, "0" * 16), (TRACE, "")],
+)
+def test_bad_exemplar_ids_are_refused_and_record_nothing(trace_id, span_id):
+    h = _core.histogram("ex.bad", "s")
+    with pytest.raises(ValueError, match=r"ex\.bad.*W3C trace id"):
+        h.record_exemplar(0.1, trace_id, span_id)
+    assert h.count == 0

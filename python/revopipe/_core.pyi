@@ -88,6 +88,10 @@ class Histogram:
 
     def record(self, value: float) -> None:
         """Record one observation (NaN and infinities are ignored)."""
+    def record_exemplar(self, value: float, trace_id: str, span_id: str) -> None:
+        """Record one observation and keep it as an exemplar of its trace: the latest one
+        per power-of-two range of values, at most 16 per collect. ValueError unless
+        trace_id is 32 and span_id 16 lowercase hex digits, not all zero."""
     @property
     def count(self) -> int:
         """Observations recorded since creation (collects do not reset it)."""
@@ -135,13 +139,20 @@ class InstrumentReading(TypedDict, total=False):
     max: float
     hdr: str
     resolution: float
+    exemplars: list[tuple[float, str, str, int]]
 
 def collect_instruments() -> list[InstrumentReading]:
     """Every instrument, in order of creation. Counters/gauges: {"kind": 0 | 1, "name",
     "unit", "tags", "value": float}. Histograms with observations since the previous collect
     (which this one takes): {"kind": 2, "name", "unit", "tags", "count": int, "sum", "min",
     "max": float, "hdr": base64 compressed HdrHistogram V2 (values in units of resolution),
-    "resolution": float}."""
+    "resolution": float, "exemplars": [(value, trace_id, span_id, timestamp_ns)] by value}."""
+
+def hdr_bucket_counts(hdr_b64: str, resolution: float, bounds: Sequence[float]) -> list[int]:
+    """For each bound (finite, strictly ascending, in the histogram's unit), how many
+    values of the encoded histogram are at or below it: cumulative Prometheus/OTLP bucket
+    counts. A value equal to a bound is always counted; one above it only when within the
+    histogram's precision. ValueError on an undecodable hdr_b64 or bad bounds."""
 
 def reset_instruments() -> None:
     """Drop every instrument (tests). Handles already given out keep working, uncollected."""

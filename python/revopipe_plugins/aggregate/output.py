@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from revopipe.batch import Batch, MetricBatchBuilder
-from revopipe.events import HistogramSnapshot, MetricKind
+from revopipe.events import Exemplar, HistogramSnapshot, MetricKind, Tags
 
 
 def stat_name(q: float) -> str:
@@ -15,8 +16,13 @@ def stat_name(q: float) -> str:
     return f"p{text}"
 
 
-def window_batch(results: Iterable[Mapping[str, Any]], snapshots: bool) -> Batch:
-    """One metric row per statistic, stamped with the window's end; `{name}.{stat}`."""
+def window_batch(
+    results: Iterable[Mapping[str, Any]],
+    snapshots: bool,
+    exemplars: dict[tuple[str, Tags], list[Exemplar]] | None = None,
+) -> Batch:
+    """One metric row per statistic, stamped with the window's end; `{name}.{stat}`.
+    A snapshot takes (and removes) the exemplars held for its series."""
     b = MetricBatchBuilder()
     events: list[HistogramSnapshot] = []
     g = MetricKind.GAUGE
@@ -35,7 +41,11 @@ def window_batch(results: Iterable[Mapping[str, Any]], snapshots: bool) -> Batch
             for q, v in r["percentiles"]:
                 b.add(f"{name}.{stat_name(q)}", v, g, unit, tags, end)
             if snapshots and r["hdr"] is not None:
-                events.append(HistogramSnapshot.from_core(r, r["start_ns"], end))
+                snap = HistogramSnapshot.from_core(r, r["start_ns"], end)
+                held = exemplars.pop((name, tags), None) if exemplars else None
+                if held:
+                    snap = replace(snap, exemplars=tuple(sorted(held, key=lambda e: e.value)))
+                events.append(snap)
         elif kind is MetricKind.COUNTER:
             b.add(f"{name}.sum", r["increase"], g, unit, tags, end)
             b.add(f"{name}.rate", r["rate"], g, f"{unit}/s", tags, end)

@@ -25,8 +25,11 @@ from revopipe import _core
 from revopipe.batch import Batch, MetricBatchBuilder
 from revopipe.components import Processor
 from revopipe.config import Duration, ProcessorConfig
-from revopipe.events import HistogramSnapshot, MetricKind, make_tags
+from revopipe.events import Exemplar, HistogramSnapshot, MetricKind, Tags, make_tags
 from revopipe_plugins.aggregate.output import window_batch
+
+MAX_EXEMPLARS = 16
+"""Exemplars kept per series between two closed windows (as the instruments keep)."""
 
 
 class AggregateConfig(ProcessorConfig):
@@ -82,6 +85,8 @@ class AggregateProcessor(Processor[AggregateConfig]):
         # Close windows promptly without a timer per window.
         self.tick_interval = min(cfg.window / 4, 1.0)
         self._reported = (0, 0)
+        # Exemplars ride along with the merged snapshots: the Rust windows hold only counts.
+        self._exemplars: dict[tuple[str, Tags], list[Exemplar]] = {}
 
     async def process(self, batch: Batch) -> None:
         m = batch.metrics
@@ -92,6 +97,10 @@ class AggregateProcessor(Processor[AggregateConfig]):
                 self._agg.merge_snapshot(
                     e.name, e.unit, e.tags, e.start_ns, e.count, e.sum, e.min, e.max, e.hdr
                 )
+                if e.exemplars and self.config.snapshots:
+                    held = self._exemplars.setdefault((e.name, e.tags), [])
+                    # the latest few, so a long window cannot grow this without bound
+                    held[:] = [*held, *e.exemplars][-MAX_EXEMPLARS:]
         # Results leave on the timer: a window is complete only when it closes.
         return None
 
@@ -103,7 +112,7 @@ class AggregateProcessor(Processor[AggregateConfig]):
 
     def _close(self, force: bool) -> Batch | None:
         results = self._agg.flush(self.clock(), force)
-        out = window_batch(results, self.config.snapshots)
+        out = window_batch(results, self.config.snapshots, self._exemplars)
         late, overflow = self._agg.late_events, self._agg.overflow_events
         if (late, overflow) != self._reported or (results and (late or overflow)):
             # The guard's and the late policy's counts travel as ordinary metrics.

@@ -335,10 +335,72 @@ impl Hdr {
     }
 }
 
+impl Hdr {
+    /// How many recorded values lie at or below each of `bounds` (in the histogram's unit,
+    /// ascending; each bound becomes `to_recorded(bound, resolution)`): the cumulative
+    /// buckets of a Prometheus or OTLP explicit-bounds histogram.
+    ///
+    /// A recorded integer is only known to its HDR bucket, so a bucket counts as at or below
+    /// a bound when its lowest equivalent value is: a value equal to the bound is always
+    /// counted, and a value above it only when within the histogram's precision of it.
+    pub fn counts_at_or_below(&self, bounds: &[f64], resolution: f64) -> Vec<u64> {
+        use crate::resolution::to_recorded;
+        let h = &self.inner;
+        let thresholds: Vec<u64> = bounds.iter().map(|&b| to_recorded(b, resolution)).collect();
+        let mut out = vec![0u64; bounds.len()];
+        let mut next = 0; // first bound the current value may still be at or below
+        let mut below = 0u64; // values counted so far
+        for v in h.iter_recorded() {
+            let low = h.lowest_equivalent(v.value_iterated_to());
+            while next < thresholds.len() && thresholds[next] < low {
+                out[next] = below;
+                next += 1;
+            }
+            below += v.count_at_value();
+        }
+        for slot in &mut out[next..] {
+            *slot = below;
+        }
+        out
+    }
+}
+
 impl Default for Hdr {
     /// An empty histogram with 3 significant digits.
     fn default() -> Hdr {
         Hdr::new(3)
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn counts_at_or_below_match_a_sorted_reference() {
+        let mut h = Hdr::new(3);
+        // exact region of a 3-digit histogram: below 2048 every integer has its own bucket
+        let values = [0u64, 1, 5, 5, 10, 100, 1000, 2000];
+        for &v in &values {
+            h.record(v);
+        }
+        let bounds = [0.0, 1.0, 4.0, 5.0, 99.0, 100.0, 1500.0, 5000.0];
+        let got = h.counts_at_or_below(&bounds, 1.0);
+        let want: Vec<u64> = bounds
+            .iter()
+            .map(|&b| values.iter().filter(|&&v| v as f64 <= b).count() as u64)
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_value_equal_to_a_bound_is_at_or_below_it() {
+        let mut h = Hdr::new(3);
+        // 0.005 s at 1 µs resolution sits in a bucket 4 units wide
+        h.record(crate::resolution::to_recorded(0.005, 1e-6));
+        let got = h.counts_at_or_below(&[0.0049, 0.005, 0.01], 1e-6);
+        assert_eq!(got, vec![0, 1, 1]);
+        assert_eq!(Hdr::new(3).counts_at_or_below(&[1.0], 1.0), vec![0]);
     }
 }
 

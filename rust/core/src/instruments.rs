@@ -45,6 +45,15 @@ pub enum InstrumentError {
     InvalidIncrement(f64),
     /// Histogram precision outside `1..=5` significant digits.
     InvalidSignificantDigits(u8),
+    /// An exemplar whose trace or span id is not W3C hex of the right length.
+    BadExemplar {
+        /// The histogram's name.
+        name: String,
+        /// The trace id given (cut short).
+        trace_id: String,
+        /// The span id given (cut short).
+        span_id: String,
+    },
 }
 
 impl fmt::Display for InstrumentError {
@@ -68,6 +77,15 @@ impl fmt::Display for InstrumentError {
             InstrumentError::InvalidSignificantDigits(digits) => write!(
                 f,
                 "significant_digits must be between 1 and 5, got {digits}"
+            ),
+            InstrumentError::BadExemplar {
+                name,
+                trace_id,
+                span_id,
+            } => write!(
+                f,
+                "histogram {name:?}: exemplar needs a W3C trace id (32 lowercase hex digits) \
+                 and span id (16), not all zero; got trace_id {trace_id:?}, span_id {span_id:?}"
             ),
         }
     }
@@ -198,6 +216,46 @@ impl Gauge {
     }
 }
 
+/// Exemplars a histogram keeps per window: one per power-of-two range of values, so the
+/// slow tail keeps its own exemplar however many fast requests follow it.
+const MAX_EXEMPLARS: usize = 16;
+
+/// One observation tied to the trace that produced it (an OpenMetrics exemplar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// The observed value, in the histogram's unit.
+    pub value: f64,
+    /// W3C trace id, 32 lowercase hex digits.
+    pub trace_id: String,
+    /// W3C span id, 16 lowercase hex digits.
+    pub span_id: String,
+    /// When it was recorded, ns since the Unix epoch.
+    pub timestamp_ns: i64,
+}
+
+/// The power-of-two range of `value` (its binary exponent), which picks its exemplar slot.
+fn exemplar_slot(value: f64) -> i32 {
+    if value > 0.0 {
+        value.log2().floor() as i32
+    } else {
+        i32::MIN
+    }
+}
+
+fn is_hex_id(id: &str, len: usize) -> bool {
+    id.len() == len
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id.bytes().any(|b| b != b'0')
+}
+
+fn now_unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// What a histogram holds between two collects.
 #[derive(Debug)]
 struct Window {
@@ -206,6 +264,7 @@ struct Window {
     sum: f64,
     min: f64,
     max: f64,
+    exemplars: Vec<(i32, Exemplar)>,
 }
 
 impl Window {
@@ -216,6 +275,32 @@ impl Window {
             sum: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
+            exemplars: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, value: f64, recorded: u64) {
+        self.hdr.record(recorded);
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    /// Keeps `e` as the latest exemplar of its slot; when every slot is taken by other
+    /// ranges, it replaces the oldest, so the window always shows recent traces.
+    fn keep_exemplar(&mut self, e: Exemplar) {
+        let slot = exemplar_slot(e.value);
+        if let Some(held) = self.exemplars.iter_mut().find(|(s, _)| *s == slot) {
+            held.1 = e;
+        } else if self.exemplars.len() < MAX_EXEMPLARS {
+            self.exemplars.push((slot, e));
+        } else if let Some(oldest) = self
+            .exemplars
+            .iter_mut()
+            .min_by_key(|(_, held)| held.timestamp_ns)
+        {
+            *oldest = (slot, e);
         }
     }
 }
@@ -261,12 +346,39 @@ impl Histogram {
         let recorded = to_recorded(value, self.resolution);
         let mut s = lock(&self.state);
         s.total += 1;
-        let w = &mut s.window;
-        w.hdr.record(recorded);
-        w.count += 1;
-        w.sum += value;
-        w.min = w.min.min(value);
-        w.max = w.max.max(value);
+        s.window.add(value, recorded);
+    }
+
+    /// Records one observation like [`Histogram::record`] and keeps it as an exemplar of
+    /// the trace `trace_id` / span `span_id` (W3C hex ids, lowercase, not all zero).
+    pub fn record_exemplar(
+        &self,
+        value: f64,
+        trace_id: &str,
+        span_id: &str,
+    ) -> Result<(), InstrumentError> {
+        if !is_hex_id(trace_id, 32) || !is_hex_id(span_id, 16) {
+            return Err(InstrumentError::BadExemplar {
+                name: self.meta.name.clone(),
+                trace_id: trace_id.chars().take(40).collect(),
+                span_id: span_id.chars().take(24).collect(),
+            });
+        }
+        if !value.is_finite() {
+            return Ok(());
+        }
+        let exemplar = Exemplar {
+            value,
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            timestamp_ns: now_unix_ns(),
+        };
+        let recorded = to_recorded(value, self.resolution);
+        let mut s = lock(&self.state);
+        s.total += 1;
+        s.window.add(value, recorded);
+        s.window.keep_exemplar(exemplar);
+        Ok(())
     }
 
     /// Observations recorded since creation (collects do not reset it).
@@ -298,6 +410,8 @@ impl Histogram {
         }
         let w = std::mem::replace(&mut s.window, Window::new(fresh));
         drop(s);
+        let mut exemplars: Vec<Exemplar> = w.exemplars.into_iter().map(|(_, e)| e).collect();
+        exemplars.sort_by(|a, b| a.value.total_cmp(&b.value));
         Ok(HistogramDelta {
             count: w.count,
             sum: w.sum,
@@ -305,6 +419,7 @@ impl Histogram {
             max: w.max,
             hdr: w.hdr,
             resolution: self.resolution,
+            exemplars,
         })
     }
 }
@@ -324,6 +439,9 @@ pub struct HistogramDelta {
     pub hdr: Hdr,
     /// The size of one Hdr unit, in the histogram's unit.
     pub resolution: f64,
+    /// Observations recorded with their trace, by increasing value (at most one per
+    /// power-of-two range, the latest of each).
+    pub exemplars: Vec<Exemplar>,
 }
 
 /// One instrument in the registry.
@@ -729,6 +847,56 @@ mod tests {
         h.record(f64::NEG_INFINITY);
         assert_eq!(h.count(), 0);
         assert!(r.collect().is_empty());
+    }
+
+    #[test]
+    fn exemplars_keep_the_latest_per_power_of_two_range() {
+        let reg = Registry::new();
+        let h = reg.histogram("lat", "s", NO_TAGS, 3).unwrap();
+        let trace = |i: u32| format!("{i:032x}");
+        let span = |i: u32| format!("{i:016x}");
+        h.record_exemplar(0.010, &trace(1), &span(1)).unwrap();
+        h.record_exemplar(0.012, &trace(2), &span(2)).unwrap(); // same range as 0.010
+        h.record_exemplar(3.0, &trace(3), &span(3)).unwrap();
+        h.record(0.5);
+        let snaps = reg.collect();
+        let d = delta_of(&snaps, "lat").unwrap();
+        assert_eq!(d.count, 4);
+        let got: Vec<(f64, &str)> = d
+            .exemplars
+            .iter()
+            .map(|e| (e.value, e.trace_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0.012, trace(2).as_str()), (3.0, trace(3).as_str())]
+        );
+        // the next window starts without exemplars
+        h.record(1.0);
+        let snaps = reg.collect();
+        assert!(delta_of(&snaps, "lat").unwrap().exemplars.is_empty());
+    }
+
+    #[test]
+    fn exemplars_are_bounded_and_ids_checked() {
+        let reg = Registry::new();
+        let h = reg.histogram("lat", "s", NO_TAGS, 3).unwrap();
+        for i in 0..100u32 {
+            let v = 2f64.powi(i as i32 - 50);
+            h.record_exemplar(v, &format!("{:032x}", i + 1), "00000000000000aa")
+                .unwrap();
+        }
+        assert!(h.record_exemplar(1.0, "xyz", "00000000000000aa").is_err());
+        assert!(h
+            .record_exemplar(1.0, &"0".repeat(32), "00000000000000aa")
+            .is_err());
+        assert!(h
+            .record_exemplar(1.0, &"A".repeat(32), "00000000000000aa")
+            .is_err());
+        let snaps = reg.collect();
+        let d = delta_of(&snaps, "lat").unwrap();
+        assert_eq!(d.count, 100);
+        assert_eq!(d.exemplars.len(), MAX_EXEMPLARS);
     }
 
     #[test]

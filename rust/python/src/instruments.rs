@@ -139,6 +139,13 @@ impl Histogram {
         self.inner.record(value);
     }
 
+    /// Records one observation and keeps it as an exemplar of the trace that produced it.
+    fn record_exemplar(&self, value: f64, trace_id: &str, span_id: &str) -> PyResult<()> {
+        self.inner
+            .record_exemplar(value, trace_id, span_id)
+            .map_err(value_error)
+    }
+
     /// Observations recorded since creation (collects do not reset it).
     #[getter]
     fn count(&self) -> u64 {
@@ -231,7 +238,7 @@ fn histogram(
 /// Counters and gauges: {"kind": 0 | 1, "name", "unit", "tags", "value"}, counters as
 /// their cumulative total. Histograms, only those with observations since the previous
 /// collect, which this one takes: {"kind": 2, "name", "unit", "tags", "count", "sum",
-/// "min", "max", "hdr", "resolution"}, hdr being a base64 compressed HdrHistogram V2 of
+/// "min", "max", "hdr", "resolution", "exemplars"}, hdr being a base64 compressed HdrHistogram V2 of
 /// the values in units of resolution. The GIL is released while reading and encoding.
 #[pyfunction]
 fn collect_instruments(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
@@ -264,6 +271,11 @@ fn collect_instruments(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
                 d.set_item(intern!(py, "max"), h.max)?;
                 d.set_item(intern!(py, "hdr"), hdrs.next())?;
                 d.set_item(intern!(py, "resolution"), h.resolution)?;
+                let exemplars = PyList::empty(py);
+                for e in &h.exemplars {
+                    exemplars.append((e.value, &e.trace_id, &e.span_id, e.timestamp_ns))?;
+                }
+                d.set_item(intern!(py, "exemplars"), exemplars)?;
             }
         }
         out.append(d)?;

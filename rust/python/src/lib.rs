@@ -8,6 +8,7 @@
 
 mod aggregate;
 mod extract;
+mod hist;
 mod instruments;
 mod scratch;
 mod texts;
@@ -128,5 +129,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(series_keys, m)?)?;
     m.add_class::<aggregate::PyAggregator>()?;
     instruments::register(m)?;
+    hist::register(m)?;
     Ok(())
 }

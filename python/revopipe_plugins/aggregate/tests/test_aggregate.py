@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from revopipe import Batch, MetricBatch, MetricKind
+from revopipe import Batch, MetricBatch, MetricKind, _core
 from revopipe.batch import MetricBatchBuilder
 from revopipe.events import HistogramSnapshot
 from revopipe.testing import make
@@ -188,6 +188,24 @@ async def test_snapshots_from_several_agents_merge_exactly(tmp_path: Path) -> No
     reference = values_of(await single.flush())
     for stat in ("count", "sum", "min", "max", "p50", "p90", "p99", "p99_9"):
         assert merged[(f"lat.{stat}", ())] == pytest.approx(reference[(f"lat.{stat}", ())]), stat
+
+
+async def test_exemplars_travel_with_the_merged_snapshot(tmp_path: Path) -> None:
+    h = _core.histogram("agg.ex.lat", "s")
+    h.record_exemplar(0.5, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    h.record(0.01)
+    (r,) = [x for x in _core.collect_instruments() if x["name"] == "agg.ex.lat"]
+    snap = HistogramSnapshot.from_core(r, T0, T0 + S)
+    p = processor(tmp_path, Clock(T0))
+    await p.start()
+    await p.process(Batch(MetricBatch(), (snap,)))
+    out = await p.flush()
+    assert out is not None
+    (merged,) = [e for e in out.events if isinstance(e, HistogramSnapshot)]
+    assert merged.count == 2
+    assert [(e.value, e.trace_id) for e in merged.exemplars] == [
+        (0.5, "4bf92f3577b34da6a3ce929d0e0e4736")
+    ]
 
 
 async def test_cardinality_guard_sends_excess_tag_sets_to_one_overflow_series(
