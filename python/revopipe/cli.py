@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -12,11 +13,14 @@ from typing import Any
 
 import anyio
 import click
+from pydantic import ValidationError
 
 from revopipe.config.errors import ConfigInvalid
 from revopipe.config.load import load_file, load_text
 from revopipe.config.redact import RedactingFilter, Redactor
+from revopipe.config.schema import PipelineSettings
 from revopipe.config.spec import PipelineSpec
+from revopipe.config.units import parse_duration
 from revopipe.plugins import PluginError, Registry, default_registry
 from revopipe.runtime.pipeline import Pipeline, first_error
 
@@ -41,6 +45,21 @@ def _load(config: Path | None, registry: Registry) -> PipelineSpec:
     except ConfigInvalid as exc:
         click.echo(exc.render(), err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _with_api(spec: PipelineSpec, api: str | None, allow_remote: bool) -> PipelineSpec:
+    """`spec` with `run --api` / `--api-allow-remote` applied, validated like the file."""
+    values = spec.settings.model_dump()
+    if api is not None:
+        values["api"] = None if api.strip().lower() in ("off", "none", "") else api
+    values["api_allow_remote"] = values["api_allow_remote"] or allow_remote
+    try:
+        settings = PipelineSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        click.echo(f"revopipe run: --api {api}: {problems}", err=True)
+        sys.exit(EXIT_INVALID)
+    return dataclasses.replace(spec, settings=settings)
 
 
 def _setup_logging(level: str, redactor: Redactor) -> None:
@@ -93,14 +112,35 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     help="write every component's final counters here as JSON on exit",
 )
-def run(config: Path | None, log_level: str, stats_file: Path | None) -> None:
+@click.option(
+    "--api",
+    "api",
+    metavar="HOST:PORT",
+    help="serve the control API `revopipe top` reads on this address (port 0 = a free "
+    "port), overriding [pipeline] api; 'off' disables it",
+)
+@click.option(
+    "--api-allow-remote",
+    is_flag=True,
+    help="allow --api on a non-loopback address (the API has no authentication)",
+)
+def run(
+    config: Path | None,
+    log_level: str,
+    stats_file: Path | None,
+    api: str | None,
+    api_allow_remote: bool,
+) -> None:
     """Run CONFIG (default: the built-in demo) until Ctrl-C / SIGTERM, then drain.
 
     A first signal drains (sources stop, in-flight batches flow through, sinks flush);
-    a second one stops at once.
+    a second one stops at once. With the control API on, `<data_dir>/api.json` names its
+    URL while the pipeline runs, so `revopipe top CONFIG` finds it.
     """
     registry = _registry()
     spec = _load(config, registry)
+    if api is not None or api_allow_remote:
+        spec = _with_api(spec, api, api_allow_remote)
     _setup_logging(log_level, spec.redactor)
     pipeline = Pipeline(spec, registry)
     try:
@@ -205,6 +245,44 @@ def plugins(as_json: bool) -> None:
             click.echo(f"    {t.kind:<9} {t.name:<18} {t.description}")
     for name, error in registry.failed.items():
         click.echo(f"{name}  FAILED TO LOAD: {error}")
+
+
+def _interval(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"must be longer than zero, got {value!r}")
+    return seconds
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--url",
+    help="the control API's base URL, e.g. http://127.0.0.1:8686 (default: from CONFIG's "
+    "<data_dir>/api.json, else ./.revopipe/api.json, else http://127.0.0.1:8686)",
+)
+@click.option(
+    "--interval",
+    default="1s",
+    show_default=True,
+    callback=_interval,
+    help="time between polls; rates are computed over it",
+)
+@click.option("--once", is_flag=True, help="print one frame (two polls an interval apart) and exit")
+@click.option("--json", "as_json", is_flag=True, help="print frames as JSON (one per line)")
+def top(config: Path | None, url: str | None, interval: float, once: bool, as_json: bool) -> None:
+    """Live view of a running pipeline's components and their rates.
+
+    Reads the control API of a pipeline started with `revopipe run CONFIG --api
+    127.0.0.1:0` (or `api = "127.0.0.1:8686"` under [pipeline]). Press q or Ctrl-C to quit.
+    """
+    # Imported here: rich, httpx and aiohttp are only loaded for this command.
+    from revopipe.top import run_top
+
+    sys.exit(run_top(config, url, interval, once=once, as_json=as_json))
 
 
 def main() -> None:

@@ -55,6 +55,11 @@ class PipelineHandle:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def api_url(self) -> str | None:
+        """Base URL of the control API (`[pipeline] api`), None when it is off."""
+        return self.pipeline.api_url
+
     def stop(self, timeout: float | None = 60.0, *, force: bool = False) -> None:
         """Drain and wait for the thread; re-raises an error the pipeline ended with."""
         if self._thread.is_alive() and self._token is not None:

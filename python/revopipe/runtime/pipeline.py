@@ -4,10 +4,11 @@ its own supervised task, and drains on stop."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -22,6 +23,9 @@ from revopipe.runtime.deadletter import DeadLetter
 from revopipe.runtime.edges import Inbox, Outputs
 from revopipe.runtime.stats import ComponentStats
 from revopipe.runtime.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from revopipe.runtime.api import ApiServer
 
 log = logging.getLogger("revopipe.runtime")
 
@@ -45,7 +49,11 @@ class Pipeline:
         self._stop_requested: anyio.Event | None = None
         self._force: anyio.CancelScope | None = None
         self._started: anyio.Event | None = None
+        self._inboxes: dict[str, Inbox] = {}
+        self._started_at: float | None = None
         self.running_now = False
+        self.api: ApiServer | None = None
+        """The control API while it is up (`[pipeline] api`)."""
 
     # -- construction helpers ---------------------------------------------------------
 
@@ -102,6 +110,28 @@ class Pipeline:
     def component_stats(self) -> Sequence[ComponentStats]:
         return list(self.stats.values())
 
+    def queue_depth(self, name: str) -> tuple[int, int] | None:
+        """(batches waiting, capacity) in a processor's or sink's inbox while it runs."""
+        inbox = self._inboxes.get(name)
+        if inbox is None:
+            return None
+        s = inbox.receive.statistics()
+        return s.current_buffer_used, int(s.max_buffer_size)
+
+    @property
+    def draining(self) -> bool:
+        return self._stop_requested is not None and self._stop_requested.is_set()
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since `run()` started (0 before)."""
+        return 0.0 if self._started_at is None else time.monotonic() - self._started_at
+
+    @property
+    def api_url(self) -> str | None:
+        """The control API's base URL while it is up, e.g. 'http://127.0.0.1:8686'."""
+        return self.api.url if self.api is not None else None
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Pipeline]:
         """Run in the background of the enclosing task; drain when the block exits."""
@@ -125,10 +155,15 @@ class Pipeline:
         self._stop_requested = anyio.Event()
         self._started = anyio.Event()
         self.running_now = True
+        self._started_at = time.monotonic()
         try:
             self.spec.settings.data_dir.mkdir(parents=True, exist_ok=True)
             outputs, inboxes = self._wire()
+            self._inboxes = inboxes
             self.registry.pm.hook.revopipe_startup(pipeline=self)
+            # Up before any component starts and down only after the last sink closed, so
+            # a client sees the whole life of the pipeline, drain included.
+            await self._start_api()
             with anyio.CancelScope() as force:
                 self._force = force
                 deadline = anyio.CancelScope()
@@ -147,10 +182,32 @@ class Pipeline:
             self._started.set()  # wake waiters even when the start itself failed
             self.running_now = False
             self._force = None
+            await self._stop_api()
             try:
                 self.registry.pm.hook.revopipe_shutdown(pipeline=self)
             except Exception as exc:
                 log.error("a plugin's revopipe_shutdown hook raised: %r", exc)
+
+    async def _start_api(self) -> None:
+        address = self.spec.settings.api
+        if address is None:
+            return
+        # Imported here: aiohttp is only loaded by pipelines that serve the API.
+        from revopipe.runtime.api import ApiServer
+
+        server = ApiServer(self, address)
+        await server.start()
+        self.api = server
+
+    async def _stop_api(self) -> None:
+        server, self.api = self.api, None
+        if server is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await server.stop()
+            except Exception as exc:  # the drain itself succeeded; do not fail the run
+                log.error("stopping the control API raised: %r", exc)
 
     def _wire(self) -> tuple[dict[str, Outputs], dict[str, Inbox]]:
         outputs = {n: Outputs(self.stats[n]) for n in self.spec.components}
