@@ -237,3 +237,65 @@ class Aggregator:
     def overflow_events(self) -> int: ...
     @property
     def series_count(self) -> int: ...
+
+# StatsD / DogStatsD parsing (rust/python/src/statsd.rs over revopipe_core::statsd).
+
+StatsdColumns = tuple[
+    tuple[str, ...],
+    bytes,
+    bytes,
+    tuple[str, ...],
+    bytes,
+    tuple[tuple[tuple[str, str], ...], ...],
+]
+"""(names, kinds, values, units, timestamps, tags): values are native float64 bytes and
+timestamps native int64 nanosecond bytes, for `array('d'/'q').frombytes`."""
+
+class StatsdParser:
+    """Parses StatsD and DogStatsD lines, a whole buffer of datagrams per call, keeping
+    per-series state (counter totals, gauge values) for at most max_series series.
+
+    `name:value[:value...]|type[|@rate][|#k:v,k2][|c:container][|T<unix s>]` lines:
+    counters (`c`) come out as cumulative totals (value / rate added per line; a 0 row
+    precedes a new series' first total, consecutive totals of a series at one timestamp
+    are coalesced), gauges (`g`, `+n`/`-n` relative), timers (`ms`, histogram, unit "ms")
+    and histograms / distributions (`h`, `d`, unit "1"; a value sampled at rate r repeated
+    round(1/r) times, at most 1000), sets (`s`, each member as the integer
+    xxh3_64(member) >> 11). `|c:` becomes the tag `container.id`. Malformed lines, events
+    (`_e{`) and service checks (`_sc|`) are counted and skipped; lines of new series past
+    max_series are dropped and counted. Raises ValueError if max_series < 1.
+    """
+
+    def __init__(self, max_series: int = 100_000) -> None: ...
+    def parse(self, data: bytes, now_ns: int) -> StatsdColumns:
+        """Parse every newline-separated line of data (rows without |T get now_ns) into
+        metric batch columns. Never raises for bad input. GIL released while parsing."""
+    def take_errors(self) -> list[str]:
+        """Messages ("reason: 'line excerpt'") of the first malformed lines (at most 5)
+        since the previous call."""
+    @property
+    def lines(self) -> int:
+        """Non-empty lines seen; each is one of the four kinds below."""
+    @property
+    def metric_lines(self) -> int: ...
+    @property
+    def malformed_lines(self) -> int: ...
+    @property
+    def unsupported_lines(self) -> int:
+        """DogStatsD events and service checks."""
+    @property
+    def overflow_lines(self) -> int:
+        """Lines of new series dropped because max_series were tracked."""
+    @property
+    def series_count(self) -> int: ...
+    @property
+    def max_series(self) -> int: ...
+
+def read_datagrams(fd: int, max_bytes: int, max_datagrams: int = 4096) -> tuple[bytes, int]:
+    """Read the datagrams queued on the non-blocking UDP socket fd, each followed by a
+    newline (the form StatsdParser.parse takes), until none is left, max_datagrams were read
+    or max_bytes or more were: (data, datagrams read). GIL released while reading. Raises
+    OSError if the first read fails. Unix only."""
+
+def discard_datagrams(fd: int, max_datagrams: int = 4096) -> int:
+    """Read and throw away up to max_datagrams queued datagrams; how many. Unix only."""

@@ -6,6 +6,7 @@
 //!   its columns disagree).
 //! - [`encode_jsonl`]: a batch as JSON lines, into a reused buffer.
 //! - [`series_key`] / [`SeriesHasher`]: stable 64-bit keys for (name, tag set).
+//! - [`statsd`]: StatsD and DogStatsD lines into metric rows, a whole buffer per call.
 
 pub mod aggregate;
 mod batch;
@@ -18,6 +19,7 @@ mod kind;
 mod number;
 pub mod resolution;
 mod series;
+pub mod statsd;
 
 pub use aggregate::{AggregateError, Aggregator, AggregatorConfig, LatePolicy, WindowResult};
 pub use batch::MetricBatch;

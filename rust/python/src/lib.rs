@@ -11,6 +11,7 @@ mod extract;
 mod hist;
 mod instruments;
 mod scratch;
+mod statsd;
 mod texts;
 
 use pyo3::exceptions::PyValueError;
@@ -130,5 +131,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<aggregate::PyAggregator>()?;
     instruments::register(m)?;
     hist::register(m)?;
+    statsd::register(m)?;
     Ok(())
 }
