@@ -12,6 +12,8 @@ Embedding::
     handle.stop()
 """
 
+# so that `revopipe.trace.span(...)` works after a bare `import revopipe`
+from revopipe import metrics, trace
 from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
 from revopipe.components import Component, ComponentContext, Emit, Processor, Sink, Source
 from revopipe.config import (
@@ -72,4 +74,6 @@ __all__ = [
     "Span",
     "embed",
     "hookimpl",
+    "metrics",
+    "trace",
 ]

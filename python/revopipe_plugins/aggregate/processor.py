@@ -22,10 +22,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from revopipe import _core
-from revopipe.batch import Batch, MetricBatchBuilder
+from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
 from revopipe.components import Processor
 from revopipe.config import Duration, ProcessorConfig
-from revopipe.events import Exemplar, HistogramSnapshot, MetricKind, Tags, make_tags
+from revopipe.events import Event, Exemplar, HistogramSnapshot, MetricKind, Tags, make_tags
 from revopipe_plugins.aggregate.output import window_batch
 
 MAX_EXEMPLARS = 16
@@ -88,12 +88,15 @@ class AggregateProcessor(Processor[AggregateConfig]):
         # Exemplars ride along with the merged snapshots: the Rust windows hold only counts.
         self._exemplars: dict[tuple[str, Tags], list[Exemplar]] = {}
 
-    async def process(self, batch: Batch) -> None:
+    async def process(self, batch: Batch) -> Batch | None:
         m = batch.metrics
         if len(m):
             self._agg.ingest(m.names, m.kinds, m.values, m.units, m.timestamps, m.tags)
+        others: list[Event] = []
         for e in batch.events:
-            if isinstance(e, HistogramSnapshot):
+            if not isinstance(e, HistogramSnapshot):
+                others.append(e)
+            else:
                 self._agg.merge_snapshot(
                     e.name, e.unit, e.tags, e.start_ns, e.count, e.sum, e.min, e.max, e.hdr
                 )
@@ -101,8 +104,10 @@ class AggregateProcessor(Processor[AggregateConfig]):
                     held = self._exemplars.setdefault((e.name, e.tags), [])
                     # the latest few, so a long window cannot grow this without bound
                     held[:] = [*held, *e.exemplars][-MAX_EXEMPLARS:]
-        # Results leave on the timer: a window is complete only when it closes.
-        return None
+        # Results leave on the timer: a window is complete only when it closes. Spans,
+        # alerts and the like are not aggregated: they go on at once, so `app -> aggregate
+        # -> sink` keeps the service's traces.
+        return Batch(MetricBatch(), tuple(others)) if others else None
 
     async def tick(self) -> Batch | None:
         return self._close(force=False)

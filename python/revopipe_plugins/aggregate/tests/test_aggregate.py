@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from revopipe import Batch, MetricBatch, MetricKind, _core
 from revopipe.batch import MetricBatchBuilder
-from revopipe.events import HistogramSnapshot
+from revopipe.events import HistogramSnapshot, Span
 from revopipe.testing import make
 from revopipe_plugins.aggregate.output import stat_name
 from revopipe_plugins.aggregate.processor import AggregateProcessor
@@ -233,3 +233,14 @@ async def test_sets_count_distinct_values(tmp_path: Path) -> None:
 def test_bad_percentile_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"within \[0, 100\]"):
         make(AggregateProcessor, {"inputs": ["x"], "percentiles": [50, 101]}, tmp_path)
+
+
+async def test_events_it_does_not_aggregate_pass_through_at_once(tmp_path: Path) -> None:
+    span = Span("GET /", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", T0, T0 + S)
+    p = processor(tmp_path, Clock(T0))
+    await p.start()
+    out = await p.process(Batch(rows(("lat", 0.1, H, T0, None)).metrics, (span,)))
+    assert out is not None
+    assert out.events == (span,)
+    assert len(out.metrics) == 0
+    assert await p.process(rows(("lat", 0.2, H, T0, None))) is None
