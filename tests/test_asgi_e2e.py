@@ -148,7 +148,7 @@ async def test_per_route_counts_error_rates_and_percentiles_match_what_was_sent(
                 }
             },
             "processors": {"stats": {"type": "aggregate", "inputs": ["app"], "window": "1h"}},
-            "sinks": {"out": {"type": "collect", "inputs": ["stats", "app"]}},
+            "sinks": {"out": {"type": "collect", "inputs": ["stats"]}},
         },
         collected,
     )
