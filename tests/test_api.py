@@ -22,9 +22,10 @@ from pydantic import ValidationError
 
 import revopipe
 from revopipe import Batch, Pipeline, Sink, SinkConfig, hookimpl
+from revopipe.config.address import is_loopback, parse_address
 from revopipe.config.errors import ConfigInvalid
 from revopipe.config.load import load_dict
-from revopipe.config.schema import PipelineSettings, is_loopback, parse_api_address
+from revopipe.config.schema import PipelineSettings
 from revopipe.plugins import build_registry
 from revopipe.runtime.api import API_FILE, ApiError, read_api_file
 from revopipe.runtime.pipeline import first_error
@@ -183,7 +184,7 @@ def test_api_is_off_by_default_and_validated() -> None:
 )
 def test_address_parsing_round_trips(ip: Any, port: int) -> None:
     text = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-    host, parsed_port = parse_api_address(text)
+    host, parsed_port = parse_address(text)
     assert (host, parsed_port) == (str(ip), port)
     assert is_loopback(host) == ip.is_loopback
 
@@ -263,7 +264,7 @@ async def test_requests_for_other_host_names_are_refused(tmp_path: Path) -> None
         evil = await http.get(url, headers={"Host": "evil.example:8686"})
         local = await http.get(url, headers={"Host": "localhost:8686"})
         # HTTP/1.0 without a Host header: not a browser, so not a rebinding attack
-        host, port = parse_api_address(pipeline.api_url.removeprefix("http://"))
+        host, port = parse_address(pipeline.api_url.removeprefix("http://"))
         stream = await anyio.connect_tcp(host, port)
         async with stream:
             await stream.send(b"GET /api/v1/health HTTP/1.0\r\n\r\n")

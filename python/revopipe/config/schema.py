@@ -3,13 +3,12 @@ these; unknown keys are errors so a typo never silently does nothing."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from revopipe.config.address import format_address, is_loopback, parse_address
 from revopipe.config.units import Duration
 
 WhenFull = Literal["block", "drop_newest"]
@@ -80,48 +79,11 @@ class PipelineSettings(BaseModel):
             raise ValueError(
                 f"expected 'host:port' such as '127.0.0.1:8686', got {type(value).__name__}"
             )
-        host, port = parse_api_address(value)
+        host, port = parse_address(value)
         if not is_loopback(host) and not info.data.get("api_allow_remote", False):
             raise ValueError(
                 f"{value!r} is not a loopback address and the API has no authentication; "
                 "use '127.0.0.1:<port>', or set api_allow_remote = true to accept "
                 "connections from other machines"
             )
-        return format_api_address(host, port)
-
-
-_ADDRESS = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d+)|(?P<host>[^\s:\[\]]+):(?P<port>\d+)")
-
-
-def parse_api_address(text: str) -> tuple[str, int]:
-    """('127.0.0.1', 8686) from '127.0.0.1:8686', '[::1]:8686' or 'localhost:0'.
-    'localhost' becomes 127.0.0.1: a name resolving to two addresses would get two
-    different free ports for port 0."""
-    m = _ADDRESS.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(
-            f"expected 'host:port' such as '127.0.0.1:8686' or '[::1]:8686', got {text!r}"
-        )
-    host = m.group("v6") or m.group("host")
-    port = int(m.group("p6") or m.group("port"))
-    if port > 65535:
-        raise ValueError(f"port {port} in {text!r} is out of range; use 0-65535 (0 = any free)")
-    if m.group("v6"):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
-    return ("127.0.0.1" if host.lower() == "localhost" else host), port
-
-
-def format_api_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
+        return format_address(host, port)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -34,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from revopipe.config.address import is_loopback, parse_address
 from revopipe.config.redact import Redactor
-from revopipe.config.schema import is_loopback, parse_api_address
 from revopipe.events import HealthStatus
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ class ApiServer:
 
     def __init__(self, pipeline: Pipeline, address: str) -> None:
         self.pipeline = pipeline
-        self.host, self.port = parse_api_address(address)
+        self.host, self.port = parse_address(address)
         self.url = ""
         self.file = Path(pipeline.spec.settings.data_dir) / API_FILE
         self._runner: web.AppRunner | None = None
@@ -183,7 +182,7 @@ async def _local_host_only(
     user visits could otherwise rebind its own DNS name to 127.0.0.1 and read the API."""
     # No Host header at all (an HTTP/1.0 tool) cannot be a browser, which always sends one.
     host = _hostname(request.headers.get("Host", "localhost"))
-    if host not in _LOCAL_HOSTS and not _is_loopback_ip(host):
+    if host not in _LOCAL_HOSTS and not is_loopback(host):
         return web.json_response(
             {"error": f"Host {request.host!r} is not a loopback name; use 127.0.0.1"},
             status=421,
@@ -197,13 +196,6 @@ def _hostname(host_header: str) -> str:
     if h.startswith("["):
         return h[1 : h.find("]")] if "]" in h else h
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
-
-
-def _is_loopback_ip(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(bind_host: str) -> str:

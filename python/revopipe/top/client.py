@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 
+from revopipe.config.address import format_address, parse_address
 from revopipe.config.interpolate import Interpolator
-from revopipe.config.schema import PipelineSettings, format_api_address, parse_api_address
+from revopipe.config.schema import PipelineSettings
 from revopipe.runtime.api import API_FILE, PREFIX, pid_alive, read_api_file
 
 DEFAULT_URL = "http://127.0.0.1:8686"
@@ -70,8 +71,8 @@ def locate(config: Path | None, url: str | None) -> Target:
     if address is not None and not address.endswith(":0"):
         # No file (e.g. run from another directory, so data_dir differs): the configured
         # fixed address still names the instance.
-        host, port = parse_api_address(address)
-        return Target(f"http://{format_api_address(host, port)}", f"`api` in {config}", config)
+        host, port = parse_address(address)
+        return Target(f"http://{format_address(host, port)}", f"`api` in {config}", config)
     raise TopError(
         f"no running instance of {config}: {file.resolve()} does not exist (it is written "
         "while the pipeline serves its API, and data_dir is relative to the directory "
@@ -118,10 +119,10 @@ def _pipeline_table(config: Path) -> tuple[Path, str | None]:
     data_dir = values.get("data_dir", PipelineSettings().data_dir)
     api = values.get("api")
     try:
-        address = parse_api_address(api) if isinstance(api, str) else None
+        address = parse_address(api) if isinstance(api, str) else None
     except ValueError:
         address = None
-    return Path(str(data_dir)), (format_api_address(*address) if address else None)
+    return Path(str(data_dir)), (format_address(*address) if address else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import math
-import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -19,17 +17,15 @@ from typing import Any, Literal
 
 import anyio
 from aiohttp import web
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from revopipe.batch import Batch
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, Size, SourceConfig
+from revopipe.config.address import Address, parse_address
 from revopipe.events import now_ns
 from revopipe.wire import otlp
 from revopipe_plugins.http.jsonlines import IngestError, parse_lines
-
-_ADDRESS = re.compile(r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d+)|(?P<host>[^\s:\[\]]+):(?P<port>\d+)")
-ADDRESS_HINT = "'host:port' such as '127.0.0.1:4318', '0.0.0.0:4318' or '[::1]:4318'"
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -41,24 +37,8 @@ INGEST_PATH = "/ingest"
 PATHS = (*OTLP_PATHS, INGEST_PATH)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    m = _ADDRESS.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"expected {ADDRESS_HINT}, got {text!r}")
-    host = m.group("v6") or m.group("host")
-    port = int(m.group("p6") or m.group("port"))
-    if port > 65535:
-        raise ValueError(f"port {port} in {text!r} is out of range; use 0-65535 (0 = any free)")
-    if m.group("v6"):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
-    return host, port
-
-
 class HttpConfig(SourceConfig):
-    address: str = Field(
+    address: Address = Field(
         default="127.0.0.1:4318",
         description="where to listen, 'host:port' (port 0 picks a free one)",
     )
@@ -81,12 +61,6 @@ class HttpConfig(SourceConfig):
         default=None,
         description="when set, requests need 'Authorization: Bearer <token>' (use ${ENV_VAR})",
     )
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        parse_address(v)
-        return v
 
 
 class HttpError(Exception):
@@ -133,7 +107,7 @@ class HttpSource(Source[HttpConfig]):
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
-        host, port = parse_address(self.config.address)
+        host, port = parse_address(self.config.address, "127.0.0.1:4318")
         app = web.Application(middlewares=[self._middleware])
         for path in OTLP_PATHS:
             app.router.add_post(path, self._otlp)
@@ -142,7 +116,7 @@ class HttpSource(Source[HttpConfig]):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host or None, port)
             try:
                 await site.start()
             except OSError as exc:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from revopipe.batch import Batch
 from revopipe.components import Sink
 from revopipe.config import Duration, SinkConfig
+from revopipe.config.address import Address, parse_address
 from revopipe.events import HistogramSnapshot
 from revopipe.wire.prometheus import check_buckets, default_buckets, negotiate
 from revopipe_plugins.prometheus.exposition import Exposition
@@ -15,20 +16,8 @@ from revopipe_plugins.prometheus.exposition import Exposition
 _MAX_WARNED = 1000
 
 
-def parse_listen(listen: str) -> tuple[str | None, int]:
-    """ "127.0.0.1:9464" / "[::1]:9464" / ":9464" (every interface: host None)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(
-            f"expected host:port such as '127.0.0.1:9464' (port 0..65535), got {listen!r}"
-        )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or None, int(port_text)
-
-
 class PrometheusConfig(SinkConfig):
-    listen: str = Field(
+    listen: Address = Field(
         default="127.0.0.1:9464",
         description="host:port to serve on; port 0 picks a free one, ':9464' every interface",
     )
@@ -45,12 +34,6 @@ class PrometheusConfig(SinkConfig):
         default_factory=dict,
         description="bucket bounds per unit, e.g. {s = [0.01, 0.1, 1], By = [1024, 65536]}",
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_ok(cls, v: str) -> str:
-        parse_listen(v)
-        return v
 
     @field_validator("path")
     @classmethod
@@ -103,9 +86,9 @@ class PrometheusSink(Sink[PrometheusConfig]):
         app.router.add_get(cfg.path, self._serve)
         self._runner: web.AppRunner | None = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        host, port = parse_listen(cfg.listen)
+        host, port = parse_address(cfg.listen, "127.0.0.1:9464")
         try:
-            await web.TCPSite(self._runner, host, port).start()
+            await web.TCPSite(self._runner, host or None, port).start()
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None

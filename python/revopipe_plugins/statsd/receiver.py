@@ -19,22 +19,6 @@ BUSY_READ = 32
 _RCVBUF_REPORT_FACTOR = 2
 
 
-def split_address(text: str) -> tuple[str, int]:
-    """('127.0.0.1', 8125) from '127.0.0.1:8125'; IPv6 hosts in brackets: '[::1]:8125'."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"put an IPv6 host in brackets, e.g. '[::1]:8125', got {text!r}")
-    if not sep or not host:
-        raise ValueError(f"expected host:port such as '127.0.0.1:8125', got {text!r}")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"port must be a number in 0..65535, got {port!r} in {text!r}")
-    return host, int(port)
-
-
 class Receiver:
     """Collects datagrams on the event loop, parsing nothing. Each time the socket is
     readable it is drained in one Rust call (GIL released), so the loop pays one turn per
@@ -127,7 +111,10 @@ def open_socket(
     """A bound, non-blocking UDP socket with the receive buffer asked for (as far as the
     kernel grants it; a shortfall is logged with the fix)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        # an empty host (':8125') with AI_PASSIVE is the wildcard address
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
     except socket.gaierror as exc:
         raise OSError(
             f"statsd source {name!r}: cannot resolve address host {host!r} ({exc}); "

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from revopipe import _core
 from revopipe.batch import Batch, MetricBatch
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, Size, SourceConfig
+from revopipe.config.address import Address, parse_address
 from revopipe.events import now_ns
-from revopipe_plugins.statsd.receiver import Receiver, open_socket, split_address
+from revopipe_plugins.statsd.receiver import Receiver, open_socket
 
 # Datagrams wait for at most this many batches' worth of bytes; past it they are dropped
 # (and counted) rather than held without bound while downstream is slow.
@@ -31,7 +32,7 @@ LOG_INTERVAL = 10.0
 
 
 class StatsdConfig(SourceConfig):
-    address: str = Field(
+    address: Address = Field(
         default="127.0.0.1:8125",
         description="UDP host:port to listen on; '0.0.0.0:8125' for every IPv4 interface, "
         "'[::1]:8125' for IPv6",
@@ -55,12 +56,6 @@ class StatsdConfig(SourceConfig):
         description="series tracked (counter totals, gauge values); lines of further series "
         "are dropped and counted",
     )
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        split_address(v)
-        return v
 
 
 @dataclass(slots=True)
@@ -94,7 +89,7 @@ class StatsdSource(Source[StatsdConfig]):
         self._skipped = _Skipped()
         self._examples: list[str] = []
         self._last_log = -math.inf
-        host, port = split_address(cfg.address)
+        host, port = parse_address(cfg.address, "127.0.0.1:8125")
         sock = open_socket(host, port, cfg.receive_buffer, self.log, self.context.name)
         self.bound_address = sock.getsockname()[:2]
         self._receiver = Receiver(

@@ -17,10 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from revopipe import Batch, Pipeline, _core, metrics
 from revopipe.batch import MetricBatchBuilder
 from revopipe.config import ConfigInvalid
+from revopipe.config.address import parse_address
 from revopipe.events import HistogramSnapshot, MetricKind
 from revopipe.testing import make
 from revopipe.wire.prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Format
-from revopipe_plugins.prometheus.sink import PrometheusSink, parse_listen
+from revopipe_plugins.prometheus.sink import PrometheusSink
 
 pytestmark = pytest.mark.anyio
 
@@ -147,11 +148,12 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     [
         ("127.0.0.1:9464", ("127.0.0.1", 9464)),
         ("[::1]:0", ("::1", 0)),
-        (":9464", (None, 9464)),
+        (":9464", ("", 9464)),
+        ("localhost:0", ("127.0.0.1", 0)),
     ],
 )
-def test_listen_addresses(listen: str, expected: tuple[str | None, int]) -> None:
-    assert parse_listen(listen) == expected
+def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_address(listen) == expected
 
 
 async def test_instruments_through_a_pipeline_to_metrics(tmp_path: Path) -> None:

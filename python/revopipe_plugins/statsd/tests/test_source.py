@@ -14,8 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from revopipe import Batch
+from revopipe.config.address import parse_address
 from revopipe.testing import make
-from revopipe_plugins.statsd.receiver import receive_buffer_size, split_address
+from revopipe_plugins.statsd.receiver import receive_buffer_size
 from revopipe_plugins.statsd.source import StatsdSource
 
 pytestmark = pytest.mark.anyio
@@ -66,19 +67,19 @@ def values(batches: list[Batch]) -> list[tuple[str, float]]:
 
 
 def test_address_forms() -> None:
-    assert split_address("127.0.0.1:8125") == ("127.0.0.1", 8125)
-    assert split_address("[::1]:9") == ("::1", 9)
-    assert split_address(" localhost:0 ") == ("localhost", 0)
+    assert parse_address("127.0.0.1:8125") == ("127.0.0.1", 8125)
+    assert parse_address("[::1]:9") == ("::1", 9)
+    assert parse_address(" localhost:0 ") == ("127.0.0.1", 0)
+    assert parse_address(":8125") == ("", 8125)  # every interface
     for bad, why in [
         ("8125", "host:port"),
-        (":8125", "host:port"),
-        ("::1:8125", "brackets"),
-        ("h:http", "port"),
+        ("::1:8125", r"\[::1\]"),
+        ("h:http", "host:port"),
         ("h:70000", "port"),
         ("[::1]8125", "host:port"),
     ]:
         with pytest.raises(ValueError, match=why):
-            split_address(bad)
+            parse_address(bad)
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
