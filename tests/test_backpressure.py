@@ -8,7 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from revopipe import Batch
+from revopipe import Batch, Metric
+from revopipe.runtime.edges import Inbox, Outputs
+from revopipe.runtime.stats import ComponentStats
 from tests.helpers import pipeline, values
 
 pytestmark = pytest.mark.anyio
@@ -70,3 +72,31 @@ async def test_drop_newest_drops_and_counts_without_slowing(tmp_path: Path) -> N
     # what was delivered is in order, with gaps where batches were dropped
     got = values(collected["slow"])
     assert got == sorted(got) and len(set(got)) == len(got)
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+async def test_a_blocked_emit_cancelled_as_room_appears_is_delivered_iff_counted(cancel_first):
+    # The consumer takes a batch and the blocked producer is cancelled in the same loop
+    # turn, in either order: the producer's batch must be delivered and counted, or
+    # neither (a stream's own send() can deliver and still raise the cancellation).
+    inbox = Inbox.create(buffer=1, when_full="block")
+    stats = ComponentStats("gen", "source", "generate")
+    out = Outputs(stats, [inbox.edge_for(ComponentStats("sink", "sink", "blackhole"))])
+    first, second = Batch.of([Metric("a", 1.0)]), Batch.of([Metric("b", 2.0)])
+    await out.emit(first)  # fills the inbox
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(out.emit, second)
+            await anyio.wait_all_tasks_blocked()  # the producer waits for room
+            if cancel_first:
+                scope.cancel()
+            assert inbox.receive.receive_nowait() is first
+            inbox.space.notify()
+            scope.cancel()
+    delivered = []
+    while True:
+        try:
+            delivered.append(inbox.receive.receive_nowait())
+        except anyio.WouldBlock:
+            break
+    assert stats.events_out == 1 + sum(len(b) for b in delivered)

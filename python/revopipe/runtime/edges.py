@@ -13,6 +13,32 @@ from revopipe.config.schema import WhenFull
 from revopipe.runtime.stats import ComponentStats
 
 
+class Space:
+    """Wakes producers blocked on a full inbox when its consumer takes a batch.
+
+    Producers never wait inside the memory stream's `send()`: a send cancelled there may
+    already have handed its batch to the receiver, and the producer cannot tell, so a
+    drain or a timeout would miscount (or an HTTP client would be told to resend what was
+    taken). Instead they wait here and then `send_nowait()`, which either delivers or
+    raises, with no await in between.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+    def notify(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+
 @dataclass(slots=True)
 class Edge:
     """One producer's handle on one consumer's input stream."""
@@ -20,6 +46,7 @@ class Edge:
     send: MemoryObjectSendStream[Batch]
     when_full: WhenFull
     consumer: ComponentStats
+    space: Space
 
 
 @dataclass(slots=True)
@@ -54,18 +81,23 @@ class Outputs:
     @staticmethod
     async def _send(edge: Edge, batch: Batch, n: int) -> bool:
         """Deliver to one edge; True if it awaited (and so yielded to the loop)."""
+        awaited = False
         try:
-            if edge.when_full == "block":
-                await edge.send.send(batch)
-                return True
-            try:
-                edge.send.send_nowait(batch)
-            except anyio.WouldBlock:
-                edge.consumer.dropped += n
+            while True:
+                try:
+                    edge.send.send_nowait(batch)
+                    return awaited
+                except anyio.WouldBlock:
+                    if edge.when_full != "block":
+                        edge.consumer.dropped += n
+                        return awaited
+                # Cancelled here, nothing was delivered: see `Space`.
+                await edge.space.wait()
+                awaited = True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The consumer is gone (forced stop): count what it will never see.
             edge.consumer.dropped += n
-        return False
+        return awaited
 
     async def aclose(self) -> None:
         for edge in self.edges:
@@ -79,6 +111,8 @@ class Inbox:
     send: MemoryObjectSendStream[Batch]
     receive: MemoryObjectReceiveStream[Batch]
     when_full: WhenFull
+    space: Space = field(default_factory=Space)
+    """The consumer calls `space.notify()` after each batch it takes (and once closed)."""
 
     @classmethod
     def create(cls, buffer: int, when_full: WhenFull) -> Inbox:
@@ -86,4 +120,4 @@ class Inbox:
         return cls(send, receive, when_full)
 
     def edge_for(self, consumer: ComponentStats) -> Edge:
-        return Edge(self.send.clone(), self.when_full, consumer)
+        return Edge(self.send.clone(), self.when_full, consumer, self.space)

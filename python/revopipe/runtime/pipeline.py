@@ -282,14 +282,20 @@ class Pipeline:
             async with anyio.create_task_group() as tg:
                 if spec.kind == "processor":
                     tg.start_soon(self._ticker, sup, out)
-                async with inbox.receive:
-                    async for batch in inbox.receive:
-                        stats.batches_in += 1
-                        stats.events_in += len(batch)
-                        if spec.kind == "processor":
-                            await self._process(sup, batch, out, dead)
-                        else:
-                            await self._write(sup, batch, dead)
+                try:
+                    async with inbox.receive:
+                        async for batch in inbox.receive:
+                            inbox.space.notify()
+                            stats.batches_in += 1
+                            stats.events_in += len(batch)
+                            if spec.kind == "processor":
+                                await self._process(sup, batch, out, dead)
+                            else:
+                                await self._write(sup, batch, dead)
+                finally:
+                    # a closed inbox makes blocked producers' sends fail (counted as
+                    # dropped) instead of waiting for space that never comes
+                    inbox.space.notify()
                 tg.cancel_scope.cancel()
             await self._finish(sup, out, dead)
         finally:
