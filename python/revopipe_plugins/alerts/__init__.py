@@ -1,0 +1,1 @@
+"""Streaming alerting: rules, lifecycle, routing and notification channels."""
