@@ -2,6 +2,7 @@
 channels. A library used by the alerting plugin; channels are plain classes so third-party
 plugins can provide more through a hook."""
 
+from revopipe_plugins.alerts.notify.alertmanager import AlertmanagerChannel, AlertmanagerConfig
 from revopipe_plugins.alerts.notify.channel import (
     Channel,
     ChannelConfig,
@@ -11,17 +12,31 @@ from revopipe_plugins.alerts.notify.channel import (
     delivery_from_response,
     parse_retry_after,
 )
+from revopipe_plugins.alerts.notify.email import EmailChannel, EmailConfig
 from revopipe_plugins.alerts.notify.outbox import Outbox, OutboxCounts, backoff_delay
+from revopipe_plugins.alerts.notify.pagerduty import PagerDutyChannel, PagerDutyConfig
+from revopipe_plugins.alerts.notify.slack import SlackChannel, SlackConfig
+from revopipe_plugins.alerts.notify.sms import SmsChannel, SmsConfig
 from revopipe_plugins.alerts.notify.webhook import WebhookChannel, WebhookConfig, webhook_payload
 
 __all__ = [
+    "AlertmanagerChannel",
+    "AlertmanagerConfig",
     "Channel",
     "ChannelConfig",
     "Delivery",
+    "EmailChannel",
+    "EmailConfig",
     "Notification",
     "NotificationStatus",
     "Outbox",
     "OutboxCounts",
+    "PagerDutyChannel",
+    "PagerDutyConfig",
+    "SlackChannel",
+    "SlackConfig",
+    "SmsChannel",
+    "SmsConfig",
     "WebhookChannel",
     "WebhookConfig",
     "backoff_delay",
