@@ -74,18 +74,13 @@ TraceInfo = tuple[int, bool, str]
 trace, referenced by each of its spans, so opening a child copies one reference."""
 
 
-class SpanContext:
-    """The identity of a span that is not a `LiveSpan` of this process: a remote parent
-    read from a `traceparent` header (`revopipe.trace.extract`), or one built by hand."""
+class _Identity:
+    """Reading a span's ids, shared by local (`LiveSpan`) and remote (`SpanContext`) spans."""
 
     __slots__ = ("_trace", "span_id")
 
     _trace: TraceInfo
     span_id: int
-
-    def __init__(self, trace_id: int, span_id: int, sampled: bool, tracestate: str = "") -> None:
-        self._trace = (trace_id, sampled, tracestate)
-        self.span_id = span_id
 
     @property
     def trace_id(self) -> int:
@@ -106,6 +101,17 @@ class SpanContext:
     @property
     def span_id_hex(self) -> str:
         return f"{self.span_id:016x}"
+
+
+class SpanContext(_Identity):
+    """The identity of a span that is not a `LiveSpan` of this process: a remote parent
+    read from a `traceparent` header (`revopipe.trace.extract`), or one built by hand."""
+
+    __slots__ = ()
+
+    def __init__(self, trace_id: int, span_id: int, sampled: bool, tracestate: str = "") -> None:
+        self._trace = (trace_id, sampled, tracestate)
+        self.span_id = span_id
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpanContext):
@@ -249,7 +255,7 @@ def current_span() -> LiveSpan | None:
 # ------------------------------------------------------------------------------ spans
 
 
-class LiveSpan:
+class LiveSpan(_Identity):
     """A span being recorded. Use it as a context manager (`with trace.span(...)`), which
     makes it the current span inside the block, or get a started one from `start_span`
     and call `end()`.
@@ -263,15 +269,14 @@ class LiveSpan:
     # Few fields, each stored once: at ~30 ns a store on a slow machine, the stores are a
     # large share of a span. Trace-wide values live in one shared tuple (`_trace`); the
     # parent's id is read from the parent when the span is exported.
+    # `_trace` and `span_id` are `_Identity`'s slots.
     __slots__ = (
         "_parent",
         "_token",
-        "_trace",
         "attributes",
         "end_perf",
         "kind",
         "name",
-        "span_id",
         "start_perf",
         "status",
     )
@@ -280,10 +285,8 @@ class LiveSpan:
     attributes: Mapping[str, object] | None
     kind: SpanKind
     status: Status
-    span_id: int
     start_perf: int
     end_perf: int
-    _trace: TraceInfo
     _parent: LiveSpan | SpanContext | _Current | None
 
     def __init__(
@@ -330,6 +333,7 @@ class LiveSpan:
             pass
         if exc is not None and isinstance(exc, Exception):
             self._escaped(exc)
+        # The same export as `end()`, written out: a method call would add ~10% to a span.
         if self._trace[1] or (_errors_always and self.status == "error"):
             if len(_buffer) < _max_buffered:
                 _append(self)
@@ -418,30 +422,10 @@ class LiveSpan:
     # -------------------------------------------------------------------- reading
 
     @property
-    def trace_id(self) -> int:
-        return self._trace[0]
-
-    @property
-    def sampled(self) -> bool:
-        return self._trace[1]
-
-    @property
-    def tracestate(self) -> str:
-        return self._trace[2]
-
-    @property
     def parent_id(self) -> int:
         """The parent's span id, 0 for a root."""
         p = self._parent
         return p.span_id if isinstance(p, LiveSpan | SpanContext) else 0
-
-    @property
-    def trace_id_hex(self) -> str:
-        return f"{self._trace[0]:032x}"
-
-    @property
-    def span_id_hex(self) -> str:
-        return f"{self.span_id:016x}"
 
     @property
     def context(self) -> SpanContext:

@@ -228,6 +228,17 @@ def _any_to_str(v: AnyValue) -> str:
     return py if isinstance(py, str) else json.dumps(py, separators=(",", ":"))
 
 
+def _scoped_attrs(resource: dict[str, str], scope: Any) -> dict[str, str]:
+    """The resource's tags plus the instrumentation scope's name, version and attributes."""
+    scoped = dict(resource)
+    if scope.name:
+        scoped[SCOPE_NAME_TAG] = scope.name
+    if scope.version:
+        scoped[SCOPE_VERSION_TAG] = scope.version
+    _attrs_to_dict(scope.attributes, scoped)
+    return scoped
+
+
 def _attrs_to_dict(attrs: Iterable[KeyValue], into: dict[str, str]) -> dict[str, str]:
     for kv in attrs:
         into[kv.key] = _any_to_str(kv.value)
@@ -713,12 +724,7 @@ class OtlpDecoder:
         for rm in req.resource_metrics:
             base = _attrs_to_dict(rm.resource.attributes, {})
             for sm in rm.scope_metrics:
-                scoped = dict(base)
-                if sm.scope.name:
-                    scoped[SCOPE_NAME_TAG] = sm.scope.name
-                if sm.scope.version:
-                    scoped[SCOPE_VERSION_TAG] = sm.scope.version
-                _attrs_to_dict(sm.scope.attributes, scoped)
+                scoped = _scoped_attrs(base, sm.scope)
                 scoped_tags = tuple(sorted(scoped.items()))
                 for metric in sm.metrics:
                     d.metric(metric, scoped, scoped_tags)
@@ -731,12 +737,7 @@ class OtlpDecoder:
         for rs in req.resource_spans:
             base = _attrs_to_dict(rs.resource.attributes, {})
             for ss in rs.scope_spans:
-                scoped = dict(base)
-                if ss.scope.name:
-                    scoped[SCOPE_NAME_TAG] = ss.scope.name
-                if ss.scope.version:
-                    scoped[SCOPE_VERSION_TAG] = ss.scope.version
-                _attrs_to_dict(ss.scope.attributes, scoped)
+                scoped = _scoped_attrs(base, ss.scope)
                 for sp in ss.spans:
                     problem = _span_id_problem(sp)
                     if problem:
