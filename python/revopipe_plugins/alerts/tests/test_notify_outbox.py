@@ -32,6 +32,7 @@ from revopipe_plugins.alerts.notify import (
     WebhookChannel,
     backoff_delay,
 )
+from revopipe_plugins.alerts.tests.receiver import serve
 
 Behave = Callable[[dict[str, Any]], web.Response]
 
@@ -50,16 +51,8 @@ async def receiver(
             accepted.append(body)
         return response
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    bound = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{bound}/hook", accepted
-    finally:
-        await runner.cleanup()
+    async with serve("POST", "/hook", handle, port=port) as base:
+        yield f"{base}/hook", accepted
 
 
 def received_keys(bodies: list[dict[str, Any]]) -> Counter[str]:

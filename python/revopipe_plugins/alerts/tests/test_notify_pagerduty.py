@@ -17,6 +17,7 @@ from aiohttp import web
 
 from revopipe_plugins.alerts.notify import Notification, PagerDutyChannel
 from revopipe_plugins.alerts.notify.pagerduty import pd_severity
+from revopipe_plugins.alerts.tests.receiver import serve
 
 Behave = Callable[[dict[str, Any]], web.Response]
 KEY = "R0UTINGKEY0123456789abcdef012345"
@@ -39,16 +40,8 @@ async def receiver(behave: Behave = accepted) -> AsyncIterator[tuple[str, list[A
         got.append((dict(request.headers), body))
         return behave(body)
 
-    app = web.Application()
-    app.router.add_post("/v2/enqueue", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/v2/enqueue", got
-    finally:
-        await runner.cleanup()
+    async with serve("POST", "/v2/enqueue", handle) as base:
+        yield f"{base}/v2/enqueue", got
 
 
 def note(status: str = "firing", severity: str = "critical", **kw: Any) -> Notification:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from revopipe_plugins.alerts.notify import Notification, SlackChannel
+from revopipe_plugins.alerts.tests.receiver import serve
 
 Behave = Callable[[dict[str, Any]], web.Response]
 SECRET_PATH = "/services/T000/B000/XXXXsecret"
@@ -29,16 +30,8 @@ async def receiver(behave: Behave | None = None) -> AsyncIterator[tuple[str, lis
         # Slack answers a good post with a plain "ok".
         return behave(body) if behave else web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post(SECRET_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}{SECRET_PATH}", got
-    finally:
-        await runner.cleanup()
+    async with serve("POST", SECRET_PATH, handle) as base:
+        yield f"{base}{SECRET_PATH}", got
 
 
 def note(fp: str, status: str = "firing", **kw: Any) -> Notification:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from revopipe_plugins.alerts.notify import Notification, SmsChannel
 from revopipe_plugins.alerts.notify.sms import MAX_BODY, sms_body
+from revopipe_plugins.alerts.tests.receiver import serve
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "t0ken-secret"
@@ -42,16 +43,8 @@ async def gateway(behave: Behave = created) -> AsyncIterator[tuple[str, list[Any
         )
         return behave(len(got))
 
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", got
-    finally:
-        await runner.cleanup()
+    async with serve("POST", "/2010-04-01/Accounts/{sid}/Messages.json", handle) as base:
+        yield f"{base}", got
 
 
 def note(fp: str, status: str = "firing", summary: str = "db-1 is down") -> Notification:

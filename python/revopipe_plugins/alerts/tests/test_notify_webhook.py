@@ -22,6 +22,7 @@ from revopipe_plugins.alerts.notify import (
     parse_retry_after,
 )
 from revopipe_plugins.alerts.notify.webhook import idempotency_key, rfc3339
+from revopipe_plugins.alerts.tests.receiver import serve
 
 Behave = Callable[[dict[str, Any]], web.Response]
 
@@ -35,17 +36,8 @@ async def receiver(behave: Behave | None = None) -> AsyncIterator[tuple[str, lis
         got.append((request.method, dict(request.headers), body))
         return behave(body) if behave else web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_route("*", "/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/hook", got
-    finally:
-        await runner.cleanup()
+    async with serve("*", "/hook", handle) as base:
+        yield f"{base}/hook", got
 
 
 T0 = 1_700_000_000_123_456_789
