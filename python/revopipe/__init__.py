@@ -15,7 +15,15 @@ Embedding::
 # so that `revopipe.trace.span(...)` works after a bare `import revopipe`
 from revopipe import metrics, trace
 from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
-from revopipe.components import Component, ComponentContext, Emit, Processor, Sink, Source
+from revopipe.components import (
+    Component,
+    ComponentContext,
+    ControlError,
+    Emit,
+    Processor,
+    Sink,
+    Source,
+)
 from revopipe.config import (
     ConfigError,
     ConfigInvalid,
@@ -38,6 +46,7 @@ from revopipe.events import (
     Recommendation,
     Span,
 )
+from revopipe.notify import Channel, ChannelConfig, Delivery, Notification
 from revopipe.plugins import hookimpl
 from revopipe.runtime.pipeline import Pipeline
 
@@ -46,10 +55,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Alert",
     "Batch",
+    "Channel",
+    "ChannelConfig",
     "Component",
     "ComponentContext",
     "ConfigError",
     "ConfigInvalid",
+    "ControlError",
+    "Delivery",
     "Duration",
     "Emit",
     "Event",
@@ -60,6 +73,7 @@ __all__ = [
     "MetricBatch",
     "MetricBatchBuilder",
     "MetricKind",
+    "Notification",
     "Pipeline",
     "PipelineHandle",
     "Processor",

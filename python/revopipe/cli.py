@@ -218,7 +218,7 @@ def validate(config: Path) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
-    """List installed plugins and the component types each provides."""
+    """List installed plugins, the component types and notification channels each provides."""
     registry = _registry()
     if as_json:
         click.echo(
@@ -232,6 +232,9 @@ def plugins(as_json: bool) -> None:
                             {"kind": t.kind, "type": t.name, "description": t.description}
                             for t in p.types
                         ],
+                        "channels": [
+                            {"type": c.name, "description": c.description} for c in p.channels
+                        ],
                     }
                     for p in registry.plugins
                 ],
@@ -243,6 +246,8 @@ def plugins(as_json: bool) -> None:
         click.echo(f"{p.name}  ({p.distribution} {p.version})".rstrip())
         for t in p.types:
             click.echo(f"    {t.kind:<9} {t.name:<18} {t.description}")
+        for c in p.channels:
+            click.echo(f"    {'channel':<9} {c.name:<18} {c.description}")
     for name, error in registry.failed.items():
         click.echo(f"{name}  FAILED TO LOAD: {error}")
 

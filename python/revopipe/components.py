@@ -14,10 +14,31 @@ from revopipe.config.schema import ComponentConfig, ProcessorConfig, SinkConfig,
 from revopipe.runtime.stats import ComponentStats
 
 Kind = Literal["source", "processor", "sink"]
+ControlMode = Literal["read", "write"]
+"""A control action either only reads (served on GET) or changes state (POST only)."""
 Emit = Callable[[Batch], Awaitable[None]]
 """Sends a batch to every downstream component; awaits while a `block` edge is full."""
 
 C = TypeVar("C", bound=ComponentConfig)
+
+
+class ControlError(Exception):
+    """Raised by `Component.control` to refuse a request; `status` is the HTTP status the
+    control API answers with (400: bad parameters, 404: no such action or item, 409: the
+    current state forbids it). The message is shown to the user: name the parameter and
+    the fix."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ControlNotSupported(ControlError):
+    """The component does not implement the requested control action (HTTP 404)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +66,10 @@ class Component(Generic[C]):
     type_name: ClassVar[str]
     Config: ClassVar[type[ComponentConfig]]
     description: ClassVar[str] = ""
+    control_actions: ClassVar[Mapping[str, ControlMode]] = {}
+    """The actions `control` answers, each "read" (may be served on GET, must not change
+    state) or "write" (POST only, and only when the API is bound to loopback). The API
+    refuses undeclared actions without calling `control`."""
 
     def __init__(self, config: C, context: ComponentContext) -> None:
         self.config = config
@@ -56,6 +81,28 @@ class Component(Generic[C]):
 
     async def stop(self) -> None:
         """Release resources. Called once per instance, also after a failure."""
+
+    async def control(self, action: str, params: Mapping[str, Any]) -> Any:
+        """Answer a control request for a running pipeline (e.g. `revopipe alerts ack`).
+
+        Called by the control API (`GET`/`POST /api/v1/components/<name>/control/<action>`)
+        for an action declared in `control_actions`, on the pipeline's event loop. For a
+        processor or sink it runs between two calls of `process`/`tick`/`write`/`flush` (never
+        during one), so it may read and change the instance's state without locks; for a
+        source it runs at any `await` of `run`. Keep it short: the component processes no
+        batch meanwhile.
+
+        `params` are the query string (GET; a key given twice maps to a list of strings)
+        or the JSON object body (POST). Return a JSON-serialisable value; raise
+        `ControlError(message, status)` for a bad request. Any other exception is answered
+        with HTTP 500 and logged; it neither restarts the component nor marks it unhealthy.
+        The default refuses every action (`ControlNotSupported`, HTTP 404).
+        """
+        actions = ", ".join(sorted(self.control_actions)) or "none"
+        raise ControlNotSupported(
+            f"component {self.context.name!r} ({self.type_name}) does not support the control "
+            f"action {action!r}; its actions: {actions}"
+        )
 
 
 class Source(Component[C]):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import click
 
     from revopipe.components import ComponentClass
+    from revopipe.notify import Channel
 
 hookspec = pluggy.HookspecMarker("revopipe")
 
@@ -32,6 +33,19 @@ def revopipe_component_types() -> Sequence[ComponentClass]:
     ``Sink``) this plugin provides. Each class names itself with ``type_name`` and its
     config model with ``Config``; the pair (kind, type_name) must be unique across all
     installed plugins, or loading fails naming both plugins.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def revopipe_notification_channels() -> Sequence[type[Channel]]:
+    """Called once when the plugin manager loads, to build the notification channel registry.
+
+    Return the channel classes (subclasses of ``revopipe.notify.Channel``) this plugin
+    provides. Each class names itself with ``type_name`` (the ``type`` key of a channel's
+    config) and its config model with ``Config`` (a ``ChannelConfig`` subclass); the
+    type_name must be unique across all installed plugins, or loading fails naming both
+    plugins.
     """
     raise NotImplementedError
 

@@ -1,4 +1,4 @@
-"""Plugin discovery and the component registry.
+"""Plugin discovery and the registries of component types and notification channels.
 
 Built-in plugins and third-party plugins are found the same way: entry points in the
 ``revopipe`` group. The core never imports a plugin by name.
@@ -18,6 +18,7 @@ import pluggy
 from revopipe import hookspecs
 from revopipe.components import Component, ComponentClass, Kind
 from revopipe.config.errors import did_you_mean
+from revopipe.notify import Channel
 
 ENTRY_POINT_GROUP = "revopipe"
 hookimpl = pluggy.HookimplMarker("revopipe")
@@ -26,6 +27,10 @@ log = logging.getLogger("revopipe.plugins")
 
 class PluginError(Exception):
     """A plugin could not be loaded or registered something invalid."""
+
+
+class UnknownChannelType(PluginError, LookupError):
+    """No installed plugin provides the requested notification channel type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +47,29 @@ class ComponentType:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelType:
+    name: str
+    cls: type[Channel]
+    plugin: str
+
+    @property
+    def description(self) -> str:
+        doc = self.cls.description or (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True, slots=True)
 class PluginInfo:
     name: str
     distribution: str
     version: str
     types: tuple[ComponentType, ...]
+    channels: tuple[ChannelType, ...] = ()
 
 
 class Registry:
-    """The component types known to this process, keyed by (kind, type name)."""
+    """The component types known to this process, keyed by (kind, type name), and the
+    notification channel types, keyed by type name."""
 
     def __init__(
         self,
@@ -66,6 +85,7 @@ class Registry:
         self._types: dict[tuple[str, str], ComponentType] = {
             (t.kind, t.name): t for p in plugins for t in p.types
         }
+        self._channels: dict[str, ChannelType] = {c.name: c for p in plugins for c in p.channels}
 
     def get(self, kind: Kind, name: str) -> ComponentType | None:
         return self._types.get((kind, name))
@@ -91,6 +111,28 @@ class Registry:
             + broken,
         )
 
+    def channel_names(self) -> list[str]:
+        return sorted(self._channels)
+
+    def channel_type(self, name: str) -> ChannelType | None:
+        return self._channels.get(name)
+
+    def channel_class(self, name: str, *, where: str = "") -> type[Channel]:
+        """The channel class registered as `name`; raises `UnknownChannelType` naming the
+        known types and the fix. `where` (e.g. "alerts channel 'oncall'") prefixes the
+        message so the error points at the config that asked."""
+        found = self._channels.get(name)
+        if found is not None:
+            return found.cls
+        known = self.channel_names()
+        broken = "".join(f"; plugin {p!r} failed to load: {e}" for p, e in self.failed.items())
+        prefix = f"{where}: " if where else ""
+        raise UnknownChannelType(
+            f"{prefix}unknown notification channel type {name!r}{did_you_mean(name, known)}; "
+            f"known channel types: {', '.join(known) or 'none installed'}; install the plugin "
+            "that provides it (`revopipe plugins` lists what is installed)" + broken
+        )
+
 
 def _types_of(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[ComponentType, ...]:
     impl = getattr(plugin, "revopipe_component_types", None)
@@ -106,12 +148,30 @@ def _types_of(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[Comp
     return tuple(out)
 
 
+def _channels_of(plugin: object, name: str) -> tuple[ChannelType, ...]:
+    impl = getattr(plugin, "revopipe_notification_channels", None)
+    if impl is None:
+        return ()
+    out = []
+    for cls in impl() or ():
+        if not (isinstance(cls, type) and issubclass(cls, Channel)):
+            raise PluginError(
+                f"plugin {name!r}: {cls!r} from revopipe_notification_channels is not a "
+                "subclass of revopipe.notify.Channel"
+            )
+        if not getattr(cls, "type_name", None):
+            raise PluginError(f"plugin {name!r}: channel class {cls.__name__} has no type_name")
+        out.append(ChannelType(cls.type_name, cls, name))
+    return tuple(out)
+
+
 def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()) -> Registry:
     """Load every entry-point plugin (plus `extra_plugins`, for embedding and tests)."""
     pm = pluggy.PluginManager("revopipe")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
     seen: dict[tuple[str, str], str] = {}
+    seen_channels: dict[str, str] = {}
 
     def register(name: str, plugin: object, dist: str, version: str) -> None:
         pm.register(plugin, name=name)
@@ -124,7 +184,16 @@ def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()
                     f"plugin {name!r}; uninstall one of them"
                 )
             seen[(t.kind, t.name)] = name
-        infos.append(PluginInfo(name, dist, version, types))
+        channels = _channels_of(plugin, name)
+        for c in channels:
+            other = seen_channels.get(c.name)
+            if other is not None:
+                raise PluginError(
+                    f"notification channel type {c.name!r} is provided by both plugin "
+                    f"{other!r} and plugin {name!r}; uninstall one of them"
+                )
+            seen_channels[c.name] = name
+        infos.append(PluginInfo(name, dist, version, types, channels))
 
     failed: dict[str, str] = {}
     eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)

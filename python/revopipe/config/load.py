@@ -195,7 +195,9 @@ def load_dict(
                 continue
             model = ctype.cls.Config
             try:
-                config = model.model_validate(dict(raw))
+                # The registry rides along so a config can check names resolved through
+                # other hooks (e.g. notification channel types) without a global.
+                config = model.model_validate(dict(raw), context={"registry": registry})
             except ValidationError as exc:
                 errors += _pydantic_errors(where, model, exc, redactor)
                 continue

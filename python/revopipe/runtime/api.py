@@ -1,5 +1,7 @@
-"""The read-only control API of a running pipeline: health, per-component counters and the
-graph, as JSON. `revopipe top` reads it (as `vector top` reads Vector's API).
+"""The control API of a running pipeline: health, per-component counters and the graph, as
+JSON, plus control actions components offer. `revopipe top` reads it (as `vector top` reads
+Vector's API); plugin commands such as `revopipe alerts ack` call the actions
+(`revopipe.control` is the client).
 
 Served by aiohttp on the pipeline's own event loop, so a handler reads the counters
 between two steps of the runtime and never sees a half-updated snapshot. Off unless
@@ -12,6 +14,22 @@ Endpoints (GET, JSON):
 - `/api/v1/components`: every component's counters plus `timestamp`, this process's
   monotonic clock in seconds, so a client turns two polls into rates.
 - `/api/v1/pipeline`: name, version, pid, uptime, the graph's edges.
+
+Control actions (`Component.control`, declared in `control_actions`):
+
+- `GET /api/v1/components/{name}/control/{action}`: a "read" action; params are the query
+  string.
+- `POST` on the same path: any declared action; params are the JSON object body
+  (`Content-Type: application/json`, which a web page cannot send cross-origin without a
+  preflight this server never answers). Refused with 403 unless the API is bound to
+  loopback: writes must not be reachable from other machines.
+
+Answers: 200 `{"component", "action", "result"}`; 400 bad JSON or a `ControlError` the
+component raised; 403 a write on a remote bind or from a foreign `Origin`; 404 unknown
+component or action (the message lists the actions); 405 a write action over GET; 409 no
+live instance (restarting); 415 a POST without a JSON content type; 503 the component stayed
+busy; 500 anything else the component raised (logged with its traceback). Errors are
+`{"error": message}`.
 
 Every string a response carries passes through the config's redactor, so a value
 interpolated from the environment never leaves the process.
@@ -30,9 +48,11 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from revopipe.components import ControlError
 from revopipe.config.address import is_loopback, parse_address
 from revopipe.config.redact import Redactor
 from revopipe.events import HealthStatus
@@ -48,6 +68,8 @@ PREFIX = "/api/v1"
 
 _SEVERITY = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+CONTROL_WAIT = 10.0
+"""Seconds a control request waits for the component to finish the batch it is on."""
 
 
 def revopipe_version() -> str:
@@ -72,6 +94,8 @@ class ApiServer:
         self.file = Path(pipeline.spec.settings.data_dir) / API_FILE
         self._runner: web.AppRunner | None = None
         self._record: dict[str, Any] | None = None
+        self.local = is_loopback(self.host)
+        """Bound to loopback: only then are control writes (POST) accepted."""
 
     async def start(self) -> None:
         try:
@@ -81,13 +105,16 @@ class ApiServer:
                 "pipeline.api: the control API needs the asyncio event loop; run the "
                 "pipeline with anyio's asyncio backend or remove the `api` key"
             ) from None
-        local = is_loopback(self.host)
+        local = self.local
         app = web.Application(middlewares=[_local_host_only] if local else [])
+        control = f"{PREFIX}/components/{{name}}/control/{{action}}"
         app.add_routes(
             [
                 web.get(f"{PREFIX}/health", self._json(health_payload, status_of=_health_status)),
                 web.get(f"{PREFIX}/components", self._json(components_payload)),
                 web.get(f"{PREFIX}/pipeline", self._json(pipeline_payload)),
+                web.get(control, self._control, allow_head=False),
+                web.post(control, self._control),
             ]
         )
         # Handlers answer at once; a short timeout only bounds a client that stalls mid-request
@@ -143,6 +170,73 @@ class ApiServer:
 
         return handler
 
+    async def _control(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        action = request.match_info["action"]
+        redactor = self.pipeline.spec.redactor
+
+        def error(status: int, message: str) -> web.Response:
+            return web.json_response({"error": redactor.text(message)}, status=status, dumps=_dumps)
+
+        write = request.method == "POST"
+        if write:
+            refused = self._refuse_write(request, name, action)
+            if refused is not None:
+                return error(*refused)
+            params, problem = await _json_params(request)
+            if problem:
+                return error(400, f"{name}/{action}: {problem}")
+        else:
+            params = _query_params(request)
+            spec = self.pipeline.spec.components.get(name)
+            mode = spec.cls.control_actions.get(action) if spec is not None else None
+            if mode == "write":
+                return error(
+                    405,
+                    f"control action {action!r} of component {name!r} changes state: send it "
+                    "with POST (and a JSON object body)",
+                )
+        try:
+            result = await self.pipeline.control(name, action, params, wait=CONTROL_WAIT)
+            body = redact({"component": name, "action": action, "result": result}, redactor)
+            text = _dumps(body)
+        except ControlError as exc:
+            return error(exc.status, exc.message)
+        except Exception as exc:
+            log.error(
+                "control action %r of component %r raised %s: %s",
+                action,
+                name,
+                type(exc).__name__,
+                redactor.text(str(exc)),
+                exc_info=exc,
+            )
+            return error(
+                500,
+                f"control action {action!r} of component {name!r} failed: "
+                f"{type(exc).__name__}: {exc} (logged by the pipeline)",
+            )
+        return web.Response(text=text, content_type="application/json")
+
+    def _refuse_write(self, request: web.Request, name: str, action: str) -> tuple[int, str] | None:
+        """(status, message) when a POST must not reach the component."""
+        if not self.local:
+            return (
+                403,
+                f"control action {action!r} of component {name!r} was refused: writes need the "
+                f"API bound to loopback, and this one listens on {self.host}; run the command "
+                "on the pipeline's machine with the API on 127.0.0.1 (`--api 127.0.0.1:0`)",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not _local_origin(origin):
+            return (403, f"requests from web pages ({origin}) may not change state")
+        if request.content_type != "application/json":
+            return (
+                415,
+                "control writes need `Content-Type: application/json` and a JSON object body",
+            )
+        return None
+
     def _write_file(self) -> None:
         record = {
             "url": self.url,
@@ -188,6 +282,34 @@ async def _local_host_only(
             status=421,
         )
     return await handler(request)
+
+
+def _local_origin(origin: str) -> bool:
+    host = (urlsplit(origin).hostname or "").lower()
+    return host in _LOCAL_HOSTS or is_loopback(host)
+
+
+async def _json_params(request: web.Request) -> tuple[dict[str, Any], str]:
+    """(params, problem) from a POST body: a JSON object; empty means no parameters."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}, ""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, f"the request body is not valid JSON ({exc}); send a JSON object"
+    if not isinstance(value, dict):
+        return {}, f"the request body must be a JSON object, got {type(value).__name__}"
+    return value, ""
+
+
+def _query_params(request: web.Request) -> dict[str, Any]:
+    """Query string -> params: a key given once maps to its string, repeated to a list."""
+    out: dict[str, Any] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        out[key] = values[0] if len(values) == 1 else list(values)
+    return out
 
 
 def _hostname(host_header: str) -> str:

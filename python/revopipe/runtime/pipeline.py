@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from revopipe.batch import Batch
-from revopipe.components import ComponentContext, Processor, Sink, Source
+from revopipe.components import Component, ComponentContext, ControlError, Processor, Sink, Source
 from revopipe.config.load import load_dict, load_file, load_text
 from revopipe.config.schema import ConsumerConfig, SinkConfig
 from revopipe.config.spec import ComponentSpec, PipelineSpec
@@ -50,6 +50,7 @@ class Pipeline:
         self._force: anyio.CancelScope | None = None
         self._started: anyio.Event | None = None
         self._inboxes: dict[str, Inbox] = {}
+        self._supervisors: dict[str, Supervisor] = {}
         self._started_at: float | None = None
         self.running_now = False
         self.api: ApiServer | None = None
@@ -118,6 +119,42 @@ class Pipeline:
         s = inbox.receive.statistics()
         return s.current_buffer_used, int(s.max_buffer_size)
 
+    def component(self, name: str) -> Component[Any] | None:
+        """The live instance of component `name`, or None while there is none (not
+        started yet, restarting after a failure, stopped) or no such component."""
+        sup = self._supervisors.get(name)
+        return sup.instance if sup is not None else None
+
+    async def control(
+        self, name: str, action: str, params: Mapping[str, Any], *, wait: float = 10.0
+    ) -> Any:
+        """`Component.control` on the live instance of `name`, between two batches. Raises
+        `ControlError`: 404 for an unknown component or an action it does not declare in
+        `control_actions`, 409 without a live instance, 503 when busy for `wait` seconds;
+        and whatever the component raises. Call on the pipeline's event loop."""
+        spec = self.spec.components.get(name)
+        if spec is None:
+            raise ControlError(
+                f"no component named {name!r}; components: {', '.join(self.spec.order)}",
+                status=404,
+            )
+        actions = spec.cls.control_actions
+        if action not in actions:
+            known = ", ".join(sorted(actions)) or "none"
+            raise ControlError(
+                f"component {name!r} ({spec.config.type}) has no control action {action!r}; "
+                f"its actions: {known}",
+                status=404,
+            )
+        sup = self._supervisors.get(name)
+        if sup is None:
+            raise ControlError(
+                f"component {name!r} is not running (the pipeline has not started it); "
+                "retry once the pipeline runs",
+                status=409,
+            )
+        return await sup.control(action, params, wait)
+
     @property
     def draining(self) -> bool:
         return self._stop_requested is not None and self._stop_requested.is_set()
@@ -156,6 +193,7 @@ class Pipeline:
         self._started = anyio.Event()
         self.running_now = True
         self._started_at = time.monotonic()
+        self._supervisors = {}
         try:
             self.spec.settings.data_dir.mkdir(parents=True, exist_ok=True)
             outputs, inboxes = self._wire()
@@ -238,7 +276,10 @@ class Pipeline:
 
     def _supervisor(self, spec: ComponentSpec) -> Supervisor:
         s = self.spec.settings
-        return Supervisor(spec, self._context(spec), s.restart_backoff, s.max_restart_backoff)
+        sup = Supervisor(spec, self._context(spec), s.restart_backoff, s.max_restart_backoff)
+        # Kept so the control API can reach the component's live instance.
+        self._supervisors[spec.name] = sup
+        return sup
 
     async def _run_sources(self, outputs: dict[str, Outputs]) -> None:
         assert self._stop_requested is not None and self._started is not None

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 
-from revopipe.components import Component, ComponentContext
+from revopipe.components import Component, ComponentContext, ControlError
 from revopipe.config.spec import ComponentSpec
 from revopipe.events import HealthStatus
 from revopipe.runtime.stats import ComponentStats
@@ -38,6 +38,10 @@ class Supervisor:
         self._backoff = backoff
         self._last_failure = 0.0
         self.instance: Component[Any] | None = None
+        # Held around every call into the instance and around control requests, so a
+        # control action never sees the instance in the middle of a batch. fast_acquire:
+        # uncontended (the usual case), taking it costs no trip through the event loop.
+        self._busy = anyio.Lock(fast_acquire=True)
 
     async def ensure_started(self) -> Component[Any]:
         """The live instance, creating (and restarting after failures) as needed."""
@@ -93,11 +97,39 @@ class Supervisor:
     async def call(self, fn: Callable[[Component[Any]], Awaitable[T]], during: str) -> T:
         """Run `fn` on the instance, timing it; failures propagate to the caller."""
         instance = await self.ensure_started()
-        t0 = time.perf_counter()
+        async with self._busy:
+            t0 = time.perf_counter()
+            try:
+                return await fn(instance)
+            finally:
+                self.stats.record_latency(time.perf_counter() - t0)
+
+    async def control(self, action: str, params: Mapping[str, Any], wait: float) -> Any:
+        """Run `instance.control(action, params)` between two calls; ControlError 409 when
+        there is no live instance, 503 when a call has held the instance for `wait`
+        seconds (a slow write: the request may be retried)."""
+        acquired = False
+        with anyio.move_on_after(wait):
+            await self._busy.acquire()
+            acquired = True
+        if not acquired:
+            raise ControlError(
+                f"component {self.spec.name!r} has been busy with one batch for {wait:g}s; "
+                "retry later",
+                status=503,
+            )
         try:
-            return await fn(instance)
+            instance = self.instance
+            if instance is None:
+                raise ControlError(
+                    f"component {self.spec.name!r} has no live instance right now (it is "
+                    "restarting after a failure, or the pipeline is starting or has stopped); "
+                    "retry in a moment",
+                    status=409,
+                )
+            return await instance.control(action, params)
         finally:
-            self.stats.record_latency(time.perf_counter() - t0)
+            self._busy.release()
 
     async def close(self) -> None:
         old, self.instance = self.instance, None

@@ -19,7 +19,7 @@ from revopipe.runtime.api import API_FILE, PREFIX, pid_alive, read_api_file
 DEFAULT_URL = "http://127.0.0.1:8686"
 START_HINT = (
     "start it with `revopipe run {config} --api 127.0.0.1:0` (or set "
-    '`api = "127.0.0.1:8686"` under [pipeline]), or pass --url'
+    '`api = "127.0.0.1:8686"` under [pipeline]), or pass {flag}'
 )
 
 
@@ -34,13 +34,15 @@ class Target:
     url: str
     origin: str
     config: Path | None = None
+    flag: str = "--url"
+    """The command's option that names a URL, for error messages (`--api` elsewhere)."""
 
     def relocate(self) -> Target:
         """Look again (a restarted pipeline may have a new port); self if nothing new."""
         if self.config is None:
             return self
         try:
-            return locate(self.config, None)
+            return locate(self.config, None, flag=self.flag)
         except TopError:
             return self
 
@@ -54,38 +56,39 @@ def normalize_url(url: str) -> str:
     return url.removesuffix(PREFIX).rstrip("/")
 
 
-def locate(config: Path | None, url: str | None) -> Target:
+def locate(config: Path | None, url: str | None, *, flag: str = "--url") -> Target:
     """The API to read: `url` if given; else the `api.json` of the pipeline `config`
-    describes; else the default data_dir's `api.json`, then the default address."""
+    describes; else the default data_dir's `api.json`, then the default address. `flag`
+    is the option that passes `url`, named in error messages."""
     if url is not None:
-        return Target(normalize_url(url), "--url")
+        return Target(normalize_url(url), flag, flag=flag)
     if config is None:
         default = Path(PipelineSettings().data_dir) / API_FILE
         if default.exists():
-            return _from_file(default, None)
-        return Target(DEFAULT_URL, "the default address (no CONFIG or --url given)")
-    data_dir, address = _pipeline_table(config)
+            return _from_file(default, None, flag)
+        return Target(DEFAULT_URL, f"the default address (no CONFIG or {flag} given)", flag=flag)
+    data_dir, address = _pipeline_table(config, flag)
     file = data_dir / API_FILE
     if file.exists():
-        return _from_file(file, config)
+        return _from_file(file, config, flag)
     if address is not None and not address.endswith(":0"):
         # No file (e.g. run from another directory, so data_dir differs): the configured
         # fixed address still names the instance.
         host, port = parse_address(address)
-        return Target(f"http://{format_address(host, port)}", f"`api` in {config}", config)
+        return Target(f"http://{format_address(host, port)}", f"`api` in {config}", config, flag)
     raise TopError(
         f"no running instance of {config}: {file.resolve()} does not exist (it is written "
         "while the pipeline serves its API, and data_dir is relative to the directory "
-        f"`revopipe run` was started in); {START_HINT.format(config=config)}"
+        f"`revopipe run` was started in); {START_HINT.format(config=config, flag=flag)}"
     )
 
 
-def _from_file(file: Path, config: Path | None) -> Target:
+def _from_file(file: Path, config: Path | None, flag: str = "--url") -> Target:
     record = read_api_file(file)
     if record is None or not isinstance(record.get("url"), str):
         raise TopError(
             f"{file} is not a revopipe api.json (expected {{'url', 'pid', 'started'}}); "
-            "delete it and restart the pipeline, or pass --url"
+            f"delete it and restart the pipeline, or pass {flag}"
         )
     pid = record.get("pid")
     if not pid_alive(pid):
@@ -93,17 +96,17 @@ def _from_file(file: Path, config: Path | None) -> Target:
             f"{file} names pid {pid}, which is not running (the pipeline was killed before "
             "it could remove the file); start the pipeline again, or delete the stale file"
         )
-    return Target(normalize_url(record["url"]), str(file), config)
+    return Target(normalize_url(record["url"]), str(file), config, flag)
 
 
-def _pipeline_table(config: Path) -> tuple[Path, str | None]:
+def _pipeline_table(config: Path, flag: str = "--url") -> tuple[Path, str | None]:
     """data_dir and api from the file's [pipeline] table. Read alone, so `top` works
     without the secrets the rest of the file interpolates."""
     try:
         data = tomllib.loads(config.read_text(encoding="utf-8"))
     except OSError as exc:
         raise TopError(
-            f"cannot read {config}: {exc.strerror}; pass the pipeline's config file, or --url"
+            f"cannot read {config}: {exc.strerror}; pass the pipeline's config file, or {flag}"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise TopError(f"{config} is not valid TOML: {exc}; run `revopipe validate`") from None
@@ -150,14 +153,14 @@ class ApiClient:
 
     def get(self, path: str) -> dict[str, Any]:
         url = f"{self.target.url}{PREFIX}/{path}"
-        via = "" if self.target.origin == "--url" else f" (from {self.target.origin})"
+        via = "" if self.target.origin == self.target.flag else f" (from {self.target.origin})"
         try:
             r = self._http.get(url)
         except httpx.ConnectError:
             raise TopError(
                 f"cannot reach the revopipe API at {self.target.url}{via}: connection "
                 f"refused; is the pipeline running with its API on? "
-                f"{START_HINT.format(config=self.target.config or 'CONFIG')}"
+                f"{START_HINT.format(config=self.target.config or 'CONFIG', flag=self.target.flag)}"
             ) from None
         except httpx.TimeoutException:
             raise TopError(

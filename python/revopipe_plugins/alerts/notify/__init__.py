@@ -1,9 +1,8 @@
-"""Notification delivery: the channel interface, the durable SQLite outbox and built-in
-channels. A library used by the alerting plugin; channels are plain classes so third-party
-plugins can provide more through a hook."""
+"""Notification delivery: the durable SQLite outbox and the built-in channels. The channel
+interface lives in the core (`revopipe.notify`) so third-party plugins can provide more
+channels through the ``revopipe_notification_channels`` hook; it is re-exported here."""
 
-from revopipe_plugins.alerts.notify.alertmanager import AlertmanagerChannel, AlertmanagerConfig
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -12,6 +11,7 @@ from revopipe_plugins.alerts.notify.channel import (
     delivery_from_response,
     parse_retry_after,
 )
+from revopipe_plugins.alerts.notify.alertmanager import AlertmanagerChannel, AlertmanagerConfig
 from revopipe_plugins.alerts.notify.email import EmailChannel, EmailConfig
 from revopipe_plugins.alerts.notify.outbox import Outbox, OutboxCounts, backoff_delay
 from revopipe_plugins.alerts.notify.pagerduty import PagerDutyChannel, PagerDutyConfig

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -75,6 +75,7 @@ def postable_alert(n: Notification, now_ns: int) -> dict[str, Any]:
 
 class AlertmanagerChannel(Channel):
     type_name: ClassVar[str] = "alertmanager"
+    description: ClassVar[str] = "posts alerts to a Prometheus Alertmanager (API v2)"
     Config = AlertmanagerConfig
     config: AlertmanagerConfig
 

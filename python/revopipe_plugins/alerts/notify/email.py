@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import aiosmtplib
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from revopipe_plugins.alerts.notify.channel import Channel, ChannelConfig, Delivery, Notification
+from revopipe.notify import Channel, ChannelConfig, Delivery, Notification
 from revopipe_plugins.alerts.notify.slack import group_status
 from revopipe_plugins.alerts.notify.webhook import idempotency_key, rfc3339
 
@@ -145,6 +145,7 @@ def email_message(batch: Sequence[Notification], config: EmailConfig, channel: s
 
 class EmailChannel(Channel):
     type_name: ClassVar[str] = "email"
+    description: ClassVar[str] = "email over SMTP (STARTTLS/TLS, auth), one message per group"
     Config = EmailConfig
     config: EmailConfig
 

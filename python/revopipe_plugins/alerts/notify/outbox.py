@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from revopipe_plugins.alerts.notify.channel import Channel, Delivery, Notification
+from revopipe.notify import Channel, Delivery, Notification
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,13 @@ class Outbox:
         )
         return OutboxCounts(
             int(found.get("pending", 0)), int(found.get("delivered", 0)), int(found.get("dead", 0))
+        )
+
+    async def known_keys(self) -> set[str]:
+        """Every dedup key the outbox holds, pending, delivered (within `retention`) or
+        dead: after a restart, what was already handed over and must not be queued anew."""
+        return await self._run(
+            lambda: {k for (k,) in self._db.execute("SELECT DISTINCT dedup_key FROM outbox")}
         )
 
     async def counts(self) -> OutboxCounts:

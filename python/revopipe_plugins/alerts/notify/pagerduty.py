@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, SecretStr
 
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -112,6 +112,7 @@ def pagerduty_event(n: Notification, config: PagerDutyConfig) -> dict[str, Any]:
 
 class PagerDutyChannel(Channel):
     type_name: ClassVar[str] = "pagerduty"
+    description: ClassVar[str] = "PagerDuty Events API v2: trigger, acknowledge, resolve"
     Config = PagerDutyConfig
     config: PagerDutyConfig
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, SecretStr
 
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -95,6 +95,7 @@ def slack_payload(batch: Sequence[Notification], config: SlackConfig) -> dict[st
 
 class SlackChannel(Channel):
     type_name: ClassVar[str] = "slack"
+    description: ClassVar[str] = "Slack incoming webhook, one message per group (Block Kit)"
     Config = SlackConfig
     config: SlackConfig
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import Field, SecretStr
 
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -58,6 +58,7 @@ def sms_body(batch: Sequence[Notification]) -> str:
 
 class SmsChannel(Channel):
     type_name: ClassVar[str] = "sms"
+    description: ClassVar[str] = "SMS through a Twilio-compatible Messages API"
     Config = SmsConfig
     config: SmsConfig
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field
 
-from revopipe_plugins.alerts.notify.channel import (
+from revopipe.notify import (
     Channel,
     ChannelConfig,
     Delivery,
@@ -55,7 +55,7 @@ def _group_labels(group_key: str, labels: Mapping[str, str]) -> dict[str, str]:
     # The group key is `name=value,...` of the group_by labels (see routing); fall back to
     # the alert name so receivers always see what grouped the message.
     out: dict[str, str] = {}
-    for part in group_key.split(","):
+    for part in group_key.rpartition(":")[2].split(","):
         key, sep, _ = part.partition("=")
         key = key.strip()
         if sep and key in labels:
@@ -121,6 +121,7 @@ def idempotency_key(batch: Sequence[Notification]) -> str:
 
 class WebhookChannel(Channel):
     type_name: ClassVar[str] = "webhook"
+    description: ClassVar[str] = "Alertmanager-compatible webhook (payload version 4)"
     Config = WebhookConfig
     config: WebhookConfig
 

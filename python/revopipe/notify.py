@@ -1,5 +1,12 @@
-"""What a notification is, what a channel promises, and how an HTTP answer maps to a
-delivery outcome (shared by every HTTP channel so they all treat 429/5xx/Retry-After alike)."""
+"""Notification channels: what a notification is, what a channel promises, and how an HTTP
+answer maps to a delivery outcome (shared by every HTTP channel so they all treat
+429/5xx/Retry-After alike).
+
+This is the interface a plugin implements to add a channel: subclass `Channel`, give it a
+`type_name` and a `Config` (a `ChannelConfig` subclass), implement `send`, and return the
+class from the ``revopipe_notification_channels`` hook. The alerting plugin's built-in
+channels (webhook, slack, pagerduty, email, alertmanager, sms) are written the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from revopipe.config import Duration
+
+if TYPE_CHECKING:
+    # Imported where a channel is built: `import revopipe` (every instrumented service)
+    # should not pay for an HTTP client it may never use.
+    import httpx
 
 NotificationStatus = Literal["firing", "resolved", "acknowledged"]
 _STATUSES: tuple[str, ...] = get_args(NotificationStatus)
@@ -122,6 +133,13 @@ class ChannelConfig(BaseModel):
 
     type: str = Field(description="the channel type, e.g. `webhook`")
     timeout: Duration = Field(default=10.0, gt=0, description="per-request timeout")
+    send_resolved: bool = Field(
+        default=True,
+        description=(
+            "also notify when an alert resolves (Alertmanager's per-receiver switch); when "
+            "false, resolved notifications are never handed to this channel"
+        ),
+    )
 
 
 class Channel(ABC):
@@ -131,6 +149,8 @@ class Channel(ABC):
 
     type_name: ClassVar[str]
     Config: ClassVar[type[ChannelConfig]] = ChannelConfig
+    description: ClassVar[str] = ""
+    """One line for `revopipe plugins`; the class docstring's first line when empty."""
 
     def __init__(
         self,
@@ -153,7 +173,17 @@ class Channel(ABC):
                     f"channel {name!r} ({self.type_name}): invalid config: {problems}"
                 ) from exc
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=self.config.timeout)
+        if client is None:
+            import httpx
+
+            client = httpx.AsyncClient(timeout=self.config.timeout)
+        self.client = client
+
+    def wants(self, notification: Notification) -> bool:
+        """Whether `notification` should be handed to this channel at all: False for a
+        resolution when `send_resolved` is off. Callers filter with it before enqueueing, so
+        `send` need not check the switch (doing so as well is harmless)."""
+        return self.config.send_resolved or notification.status != "resolved"
 
     @abstractmethod
     async def send(self, batch: Sequence[Notification]) -> Delivery:
