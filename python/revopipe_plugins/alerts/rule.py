@@ -1,5 +1,6 @@
-"""One alert rule as declared in `pipeline.toml`, its annotation templates, and the nine
-default rules (overridable and disableable by name).
+"""One alert rule as declared in `pipeline.toml`, its annotation templates, and the eleven
+default rules (overridable and disableable by name): the nine of the system revopipe
+replaces, plus `disk_predicted_full` and `revopipe_unhealthy`.
 
 A rule reads like this::
 
@@ -263,12 +264,16 @@ _TOTAL_CPU = 'system.cpu.utilization{cpu.logical_number="", cpu.mode=""}'
 _HTTP = "http.server.request.duration"
 _HTTP_5XX = f'{_HTTP}{{http.response.status_class="5xx"}}'
 _BY_ROUTE = "by (http.route, http.request.method)"
+_FS = "system.filesystem.utilization"
 
 # Thresholds are ratios 0..1 as the `system` source reports them. The issue gives cooldowns
-# only for the CPU rules; the others take the same 15 m (warning) / 10 m (critical).
+# only for the CPU rules; the others take the same 15 m (warning) / 10 m (critical), except
+# the slow-burning disk trend (1 h).
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {
         "name": "high_cpu_usage",
+        # the default inhibit rule lets a critical alert of this group mute its warning
+        "labels": {"alertgroup": "cpu"},
         "expr": f"last({_TOTAL_CPU}) > 0.80",
         "for": "5m",
         "severity": "warning",
@@ -280,6 +285,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "critical_cpu_usage",
+        "labels": {"alertgroup": "cpu"},
         "expr": f"last({_TOTAL_CPU}) > 0.95",
         "for": "2m",
         "severity": "critical",
@@ -292,6 +298,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "high_memory_usage",
+        "labels": {"alertgroup": "memory"},
         "expr": 'last(system.memory.utilization{system.memory.state="used"}) > 0.85',
         "for": "5m",
         "severity": "warning",
@@ -300,6 +307,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "critical_memory_usage",
+        "labels": {"alertgroup": "memory"},
         "expr": 'last(system.memory.utilization{system.memory.state="used"}) > 0.95',
         "for": "2m",
         "severity": "critical",
@@ -318,6 +326,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "api_high_error_rate",
+        "labels": {"alertgroup": "api_error_rate"},
         "expr": f"error_ratio({_HTTP_5XX}, {_HTTP}) > 0.05",
         "for": "3m",
         "severity": "warning",
@@ -329,6 +338,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "api_critical_error_rate",
+        "labels": {"alertgroup": "api_error_rate"},
         "expr": f"error_ratio({_HTTP_5XX}, {_HTTP}) > 0.15",
         "for": "1m",
         "severity": "critical",
@@ -359,6 +369,44 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
         "annotations": {
             "summary": "{{ $labels.process.executable.name }} "
             "(pid {{ $labels.process.pid }}) is down"
+        },
+    },
+    {
+        # The least-squares trend of each filesystem's utilization over the last hour,
+        # read 4 hours ahead (override `expr` to change either). The snapshot keeps past
+        # values only for the series this selects, at most RING_SAMPLES each. `for`
+        # makes one burst (a big temporary file) or the first minutes of history, when
+        # the line rests on a few points, not enough on their own.
+        "name": "disk_predicted_full",
+        "expr": f'predict_linear(last({_FS}), "1h", "4h") >= 1',
+        "for": "15m",
+        "severity": "warning",
+        "repeat_interval": "1h",
+        "annotations": {
+            "summary": "Disk {{ $labels.system.filesystem.mountpoint }} "
+            "({{ $labels.system.device }}) predicted full within 4h",
+            "description": "At the last hour's pace, utilization reaches "
+            '{{ $value | printf "%.2f" }} in 4 hours.',
+        },
+    },
+    {
+        # From the `internal` source through `aggregate` (internal -> aggregate -> alerts):
+        # health is a gauge (1 healthy, 0.5 recovering, 0 failing), whose window minimum
+        # catches a failure between two reports; dropped / dead_lettered are cumulative
+        # counters, whose `.sum` is the increase in the window. A single crash that
+        # recovers within `for` does not fire; a crash loop or sustained loss does.
+        "name": "revopipe_unhealthy",
+        "expr": "min(revopipe.component.health) < 1"
+        " or sum(revopipe.component.dropped) > 0"
+        " or sum(revopipe.component.dead_lettered) > 0",
+        "for": "2m",
+        "severity": "critical",
+        "repeat_interval": "10m",
+        "annotations": {
+            "summary": "revopipe {{ $labels.component.kind }} {{ $labels.component }} "
+            "({{ $labels.component.type }}) is failing or losing events",
+            "description": "Health below 1 (0 failing, 0.5 recovering) or events dropped or "
+            "dead-lettered in the last window; `revopipe top` and /api/v1/health show why.",
         },
     },
 )

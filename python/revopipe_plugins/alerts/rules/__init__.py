@@ -14,11 +14,13 @@ Grammar (lowest precedence first; binary operators are left-associative)::
     unary      := ("-" | "+") unary | primary
     primary    := NUMBER | "(" or_expr ")" | stat "(" selector ")"
                 | "error_ratio" "(" selector "," selector ")"
+                | "predict_linear" "(" stat "(" selector ")" "," DURATION "," DURATION ")"
                 | ("sum" | "max" | "min" | "avg") ("by" | "without") "(" labels? ")" "(" or_expr ")"
     stat       := value | last | rate | mean | min | max | sum | count | distinct | pNN
     selector   := metric ("{" matcher ("," matcher)* "}")?
     matcher    := label ("=" | "!=" | "=~" | "!~") STRING
     metric     := NAME | STRING          NAME = [A-Za-z_][A-Za-z0-9_.:]*
+    DURATION   := a quoted duration: "90s", "1h", "1h30m"
     # comments run from '#' to the end of the line
 
 Statistics name the series `aggregate` emits: `rate(m)` reads `m.rate`, `p99(m)` reads
@@ -49,13 +51,20 @@ Semantics (a value is a set of series, label set -> number, or a plain number):
   = 0 when N has no series there (no errors seen); a label set whose D sum is 0 or absent
   gives no result. E.g. `error_ratio(http.requests{status=~"5.."}, http.requests)` is, per
   route/host/..., the 5xx share of all requests.
+- `predict_linear(stat(selector), "window", "horizon")`: per series, the least-squares
+  line through its values of the last `window` (as `aggregate` emitted them, one per
+  window), read `horizon` after the newest one: `predict_linear(last(disk.util), "1h",
+  "4h") >= 1` is "full within 4 hours at the last hour's pace". A series needs two values
+  in the window to give a result. The snapshot keeps past values only for the series a
+  predict_linear selects (from its first evaluation on), at most `RING_SAMPLES` (256) per
+  series, spread over the window; all other series keep just their latest value.
 - Missing data gives no series, so the condition simply does not hold.
 
 The condition holds for the label sets in the result; each carries its value for
 templating (`{{ $value }}`).
 """
 
-from revopipe_plugins.alerts.rules.evaluate import Snapshot, evaluate
+from revopipe_plugins.alerts.rules.evaluate import RING_SAMPLES, Snapshot, evaluate
 from revopipe_plugins.alerts.rules.parse import (
     Aggregate,
     Arith,
@@ -64,6 +73,7 @@ from revopipe_plugins.alerts.rules.parse import (
     Expr,
     Matcher,
     Number,
+    PredictLinear,
     RuleSyntaxError,
     Selector,
     SetOp,
@@ -73,6 +83,7 @@ from revopipe_plugins.alerts.rules.parse import (
 )
 
 __all__ = [
+    "RING_SAMPLES",
     "Aggregate",
     "Arith",
     "Compare",
@@ -80,6 +91,7 @@ __all__ = [
     "Expr",
     "Matcher",
     "Number",
+    "PredictLinear",
     "RuleSyntaxError",
     "Selector",
     "SetOp",

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from revopipe.config import parse_duration
+from revopipe.config.units import format_duration
 from revopipe_plugins.aggregate.output import stat_name
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -25,7 +27,7 @@ AggOp = Literal["sum", "max", "min", "avg"]
 
 STATS = ("value", "last", "rate", "mean", "min", "max", "sum", "count", "distinct")
 AGG_OPS = ("sum", "max", "min", "avg")
-_KEYWORDS = ("and", "or", "unless", "by", "without", "error_ratio")
+_KEYWORDS = ("and", "or", "unless", "by", "without", "error_ratio", "predict_linear")
 _PERCENTILE = re.compile(r"p(\d+(?:[._]\d+)?)")
 
 
@@ -103,6 +105,17 @@ class ErrorRatio:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictLinear:
+    """`predict_linear(stat(selector), "window", "horizon")`: per series, the least-squares
+    line through its samples of the last `window` seconds, read `horizon` seconds after
+    the newest sample."""
+
+    stat: Stat
+    window: float
+    horizon: float
+
+
+@dataclass(frozen=True, slots=True)
 class Arith:
     op: ArithOp
     left: Expr
@@ -131,7 +144,7 @@ class Aggregate:
     expr: Expr
 
 
-Expr = Number | Stat | ErrorRatio | Arith | Compare | SetOp | Aggregate
+Expr = Number | Stat | ErrorRatio | PredictLinear | Arith | Compare | SetOp | Aggregate
 
 
 def is_scalar(expr: Expr) -> bool:
@@ -355,6 +368,8 @@ class _Parser:
             den = self.selector()
             self.expect(")", "error_ratio takes exactly two selectors")
             return ErrorRatio(num, den)
+        if word == "predict_linear":
+            return self.predict_linear()
         called = nxt.kind == "op" and nxt.text == "("
         if not called and word not in STATS and _PERCENTILE.fullmatch(word) is None:
             raise self.error(
@@ -390,6 +405,38 @@ class _Parser:
         self.take()
         return Stat(stat, sel)
 
+    def predict_linear(self) -> PredictLinear:
+        usage = 'predict_linear(last(metric{...}), "1h", "4h")'
+        self.expect("(", usage)
+        first = self.tok
+        inner = self.primary() if first.kind == "ident" else None
+        if not isinstance(inner, Stat):
+            raise self.error(
+                "predict_linear needs a statistic of a selector first", first, f"e.g. {usage}"
+            )
+        self.expect(",", f"predict_linear takes a statistic, a window and a horizon: {usage}")
+        window = self.duration("window", usage)
+        if window <= 0:
+            raise self.error("the window must be above zero", self.toks[self.i - 1])
+        self.expect(",", f"predict_linear takes a statistic, a window and a horizon: {usage}")
+        horizon = self.duration("horizon", usage)
+        self.expect(")", f"predict_linear takes exactly three arguments: {usage}")
+        return PredictLinear(inner, window, horizon)
+
+    def duration(self, what: str, usage: str) -> float:
+        t = self.tok
+        if t.kind != "string":
+            hint = f'quote it: "{t.text}s"' if t.kind == "number" else f"e.g. {usage}"
+            raise self.error(
+                f"expected the {what} as a quoted duration, found {self.describe(t)}", hint=hint
+            )
+        try:
+            seconds = parse_duration(_unquote(t.text))
+        except ValueError as e:
+            raise self.error(f"bad {what}: {e}", t) from None
+        self.take()
+        return seconds
+
     def stat_word(self, t: _Tok) -> str:
         word = t.text
         if word in STATS:
@@ -407,7 +454,7 @@ class _Parser:
         elif word in _KEYWORDS:
             hint = f"{word!r} cannot start an expression"
         else:
-            hint = _closest(word, [*STATS, "error_ratio", "p99"])
+            hint = _closest(word, [*STATS, "error_ratio", "predict_linear", "p99"])
             if not hint:
                 hint = "a series is read through a statistic: " + ", ".join(STATS) + ", pNN"
         raise self.error(f"unknown statistic {word!r}", t, hint)
@@ -523,6 +570,9 @@ def _fmt(expr: Expr, outer: int) -> str:
     if isinstance(expr, Stat):
         word = expr.stat.replace("_", ".") if expr.stat.startswith("p") else expr.stat
         return f"{word}({_fmt_selector(expr.selector)})"
+    if isinstance(expr, PredictLinear):
+        window, horizon = format_duration(expr.window), format_duration(expr.horizon)
+        return f'predict_linear({_fmt(expr.stat, 0)}, "{window}", "{horizon}")'
     if isinstance(expr, ErrorRatio):
         return f"error_ratio({_fmt_selector(expr.numerator)}, {_fmt_selector(expr.denominator)})"
     if isinstance(expr, Aggregate):

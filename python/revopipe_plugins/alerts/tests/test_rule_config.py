@@ -1,10 +1,14 @@
 """Rule definitions: validation errors (bad condition with rule name and position, bad
-template, unknown severity), annotation templates, the nine defaults evaluated against
-synthetic aggregate output, and merging defaults with user overrides and rules."""
+template, unknown severity), annotation templates, the eleven defaults evaluated against
+aggregate output (synthetic, and the real `aggregate` processor fed by the `internal`
+source and by filesystem gauges named as `system` emits them), and merging defaults with
+user overrides and rules."""
 
 from __future__ import annotations
 
 import re
+from array import array
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from revopipe.events import make_tags
+from revopipe import HealthStatus
+from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
+from revopipe.events import MetricKind, Tags, make_tags
+from revopipe.testing import make
+from revopipe_plugins.aggregate.processor import AggregateProcessor
 from revopipe_plugins.alerts.rule import (
     DEFAULT_RULES,
     RuleConfig,
@@ -22,6 +30,7 @@ from revopipe_plugins.alerts.rule import (
     merge_rules,
 )
 from revopipe_plugins.alerts.rules import Snapshot, evaluate
+from revopipe_plugins.internal.source import InternalSource
 
 
 def rule(**kw: Any) -> RuleConfig:
@@ -133,6 +142,8 @@ NAMES = [
     "api_critical_error_rate",
     "slow_api_response",
     "service_down",
+    "disk_predicted_full",
+    "revopipe_unhealthy",
 ]
 
 
@@ -149,12 +160,14 @@ def test_default_rules_match_the_issue() -> None:
         "api_critical_error_rate": (60, "critical", 600),
         "slow_api_response": (300, "warning", 900),
         "service_down": (60, "critical", 600),
+        "disk_predicted_full": (900, "warning", 3600),
+        "revopipe_unhealthy": (120, "critical", 600),
     }
     for name, (for_, severity, cooldown) in table.items():
         r = rules[name]
         assert (r.for_, r.severity, r.repeat_interval) == (for_, severity, cooldown), name
     assert rules["critical_cpu_usage"].escalate_after == 900
-    assert [r.escalate_after for r in rules.values()].count(None) == 8
+    assert [r.escalate_after for r in rules.values()].count(None) == 10
 
 
 H = "http.server.request.duration"
@@ -233,7 +246,7 @@ def test_defaults_over_http_histograms() -> None:
 
 
 def test_defaults_are_data_and_templates_render() -> None:
-    assert len(DEFAULT_RULES) == 9
+    assert len(DEFAULT_RULES) == 11
     slow = {r.name: r for r in default_rules()}["slow_api_response"]
     text = slow.render_annotations({"http.route": "/b", "http.request.method": "GET"}, 2.2)
     assert text == {"summary": "GET /b: mean response time 2.20s"}
@@ -278,3 +291,103 @@ def test_merge_errors() -> None:
         merge_rules(overrides={"high_disk_usage": {"expr": "last(disk) >"}})
     with pytest.raises(ValidationError, match="severity"):
         merge_rules(overrides={"high_disk_usage": {"severity": "page"}})
+
+
+# --- the two defaults beyond the issue's nine, through the real aggregate processor -----
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+
+
+def _at(batch: Batch | MetricBatch, ts: int) -> MetricBatch:
+    """The rows restamped, so windows do not depend on the wall clock."""
+    m = batch.metrics if isinstance(batch, Batch) else batch
+    return MetricBatch(m.names, m.kinds, m.values, m.units, array("q", [ts] * len(m)), m.tags)
+
+
+async def _aggregated(tmp_path: Path, batches: list[MetricBatch], until: int) -> list[Batch]:
+    """`aggregate` (10 s windows) over the batches; its output per closed window."""
+    agg = make(AggregateProcessor, {"inputs": ["x"], "window": "10s", "grace": "0s"}, tmp_path)
+    agg.clock = lambda: until
+    await agg.start()
+    out = []
+    for b in batches:
+        await agg.process(Batch(b))
+        agg.clock = lambda ts=b.timestamps[0]: ts  # type: ignore[misc]
+        closed = await agg.tick()
+        if closed is not None:
+            out.append(closed)
+    agg.clock = lambda: until
+    last = await agg.flush()
+    if last is not None:
+        out.append(last)
+    await agg.stop()
+    return out
+
+
+@pytest.mark.anyio
+async def test_revopipe_unhealthy_over_internal_metrics(tmp_path: Path) -> None:
+    src = make(InternalSource, {}, tmp_path, name="ingest")
+    await src.start()
+    stats = src.context.stats
+    batches = []
+    # two reports per 10 s window. Window 1: healthy, nothing lost; window 2: events
+    # dropped; window 3: failing
+    for k, change in enumerate(["", "", "drop", "", "fail", ""]):
+        if change == "drop":
+            stats.dropped += 7
+        if change == "fail":
+            stats.errors += 1
+            stats.set_health(HealthStatus.UNHEALTHY, "boom")
+        batches.append(_at(src.collect(), T0 + k * 5 * S))
+    await src.stop()
+    windows = await _aggregated(tmp_path, batches, T0 + 60 * S)
+    unhealthy = {r.name: r for r in default_rules()}["revopipe_unhealthy"]
+    tags = make_tags(
+        {"component": "ingest", "component.kind": "source", "component.type": "internal"}
+    )
+    got = [evaluate(unhealthy.condition, Snapshot.from_batches([w])) for w in windows]
+    # the first sample is each counter's baseline: nothing lost in window 1
+    assert got == [{}, {tags: 7.0}, {tags: 0.0}]
+    text = unhealthy.render_annotations(dict(tags), 7.0)["summary"]
+    assert text == "revopipe source ingest (internal) is failing or losing events"
+
+
+def _fs(mount: str, device: str) -> Tags:
+    return make_tags(
+        {
+            "system.device": device,
+            "system.filesystem.mountpoint": mount,
+            "system.filesystem.type": "ext4",
+        }
+    )
+
+
+@pytest.mark.anyio
+async def test_disk_predicted_full_over_aggregated_filesystem_gauges(tmp_path: Path) -> None:
+    root, data = _fs("/", "sda1"), _fs("/data", "sdb1")
+    batches = []
+    # a sample every 10 s for 20 minutes: "/" fills at 20 %/h from 40 %, "/data" is
+    # fuller (88 %) but steady
+    for k in range(121):
+        b = MetricBatchBuilder(default_ts=T0 + k * 10 * S)
+        b.add(
+            "system.filesystem.utilization", 0.4 + 0.2 * k * 10 / 3600, MetricKind.GAUGE, "1", root
+        )
+        b.add("system.filesystem.utilization", 0.88, MetricKind.GAUGE, "1", data)
+        batches.append(b.build())
+    windows = await _aggregated(tmp_path, batches, T0 + 1300 * S)
+    rules = {r.name: r for r in default_rules()}
+    snap = Snapshot()
+    for w in windows:
+        snap.update(w)
+        predicted = evaluate(rules["disk_predicted_full"].condition, snap)
+    assert set(predicted) == {root}
+    # at 20 minutes: 0.4667 now, + 0.8 in 4 hours
+    assert predicted[root] == pytest.approx(0.4 + 0.2 * 1200 / 3600 + 0.8, rel=1e-6)
+    assert set(evaluate(rules["high_disk_usage"].condition, snap)) == {data}
+    text = rules["disk_predicted_full"].render_annotations(dict(root), predicted[root])
+    assert text == {
+        "summary": "Disk / (sda1) predicted full within 4h",
+        "description": "At the last hour's pace, utilization reaches 1.27 in 4 hours.",
+    }

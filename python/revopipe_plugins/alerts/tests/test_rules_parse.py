@@ -15,6 +15,7 @@ from revopipe_plugins.alerts.rules import (
     Expr,
     Matcher,
     Number,
+    PredictLinear,
     RuleSyntaxError,
     Selector,
     SetOp,
@@ -117,6 +118,18 @@ VALID: list[tuple[str, Expr]] = [
         Compare(">", stat("last", "and"), Number(1)),
     ),
     ("2 < last(x)", Compare("<", Number(2), stat("last", "x"))),
+    (
+        'predict_linear(last(disk{mount="/"}), "1h", "4h") >= 1',
+        Compare(
+            ">=",
+            PredictLinear(stat("last", "disk", ("mount", "=", "/")), 3600.0, 14400.0),
+            Number(1),
+        ),
+    ),
+    (
+        "predict_linear(value(x), '1h30m', '0s') < 0",
+        Compare("<", PredictLinear(stat("value", "x"), 5400.0, 0.0), Number(0)),
+    ),
 ]
 
 
@@ -154,6 +167,14 @@ INVALID: list[tuple[str, int, int, str, str]] = [
     ("last(a) >", 1, 10, "expected a number", ""),
     ("last(a) > 1\n  and\n  rte(b) > 2", 3, 3, "unknown statistic 'rte'", "did you mean rate?"),
     ('last(a) > "1"', 1, 11, "a string cannot stand alone", ""),
+    ('predict_linear(disk, "1h", "4h") > 1', 1, 16, "'disk' is not a statistic", "last(disk)"),
+    ('predict_linear(3, "1h", "4h") > 1', 1, 16, "needs a statistic", "predict_linear(last("),
+    ('predict_linear(last(d), 3600, "4h") > 1', 1, 25, "quoted duration", 'quote it: "3600s"'),
+    ('predict_linear(last(d), "1x", "4h") > 1', 1, 25, "bad window", ""),
+    ('predict_linear(last(d), "0s", "4h") > 1', 1, 25, "window must be above zero", ""),
+    ('predict_linear(last(d), "1h") > 1', 1, 29, "expected ','", "a window and a horizon"),
+    ('predict_linear(last(d), "1h", "4h", "1h") > 1', 1, 35, "expected ')'", "three arguments"),
+    ("predict_linear > 1", 1, 16, "expected '('", "predict_linear(last("),
 ]
 
 
@@ -190,8 +211,10 @@ stats = st.builds(
 numbers = st.builds(
     Number, st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
 )
+durations = st.integers(0, 10**6).map(float) | st.sampled_from([0.25, 1.5, 5400.0])
+predictions = st.builds(PredictLinear, stats, durations.filter(lambda d: d > 0), durations)
 vectors = st.recursive(
-    stats | st.builds(ErrorRatio, selectors, selectors),
+    stats | st.builds(ErrorRatio, selectors, selectors) | predictions,
     lambda inner: (
         st.builds(Arith, st.sampled_from(["+", "-", "*", "/"]), inner, inner | numbers)
         | st.builds(Compare, st.sampled_from([">", ">=", "<", "<=", "==", "!="]), inner, numbers)
