@@ -5,7 +5,7 @@ Both functions copy their arguments out of Python first, then release the GIL fo
 
 from array import array
 from collections.abc import Sequence
-from typing import Final, TypedDict
+from typing import Any, Final, TypedDict
 
 __version__: Final[str]
 """The version of the Rust crate (CARGO_PKG_VERSION)."""
@@ -299,3 +299,59 @@ def read_datagrams(fd: int, max_bytes: int, max_datagrams: int = 4096) -> tuple[
 
 def discard_datagrams(fd: int, max_datagrams: int = 4096) -> int:
     """Read and throw away up to max_datagrams queued datagrams; how many. Unix only."""
+
+class LoadGenerator:
+    """An HTTP/1.1 load generator (http:// only) on tokio runtimes on threads of its own.
+
+    requests: (method, url, headers, body, weight) tuples, picked at random (seeded by
+    seed) in proportion to weight. model "closed": stage targets are virtual users, each
+    looping request -> response -> think_time on its own keep-alive connection; latency from
+    the send. model "open": targets are arrivals per second; each arrival goes to a free
+    keep-alive connection (opened on demand up to max_connections, 0 = 1000), waits in a
+    queue of max_connections when all are busy and is counted as dropped beyond it; latency
+    from the arrival's intended time (coordinated omission corrected; from the actual send
+    when the generator sent it up to 2 ms early, as it aims to). stages: (duration_s,
+    target) pairs, the target ramping linearly from the previous stage's end (the first
+    from start_target). timeout: seconds per request (connect + full response).
+    expected_status: statuses counted as success (None: any 2xx/3xx). threads: runtime
+    worker threads (0: the available cores).
+
+    A snapshot (one per second of the run; the last may be partial) and the summary are
+    dicts with: t (s since start at the end of the interval), interval (s covered; summary:
+    elapsed), requests (completed, successes + errors), ok, errors {connect, timeout,
+    status, read}, bytes_received (response bodies), target (users / arrivals per s at the
+    end), active (users running / requests in flight; summary 0), dropped (open model),
+    latency_hdr (bytes: compressed V2 HdrHistogram of latencies in microseconds, 3
+    significant digits), latency {min, mean, p50, p90, p95, p99, p99_9, max} in seconds
+    (0.0 without responses), status {"200": count, ...}.
+
+    Raises ValueError naming the bad argument (request index, stage index, URL, ...).
+    """
+
+    def __init__(
+        self,
+        requests: Sequence[tuple[str, str, Sequence[tuple[str, str]], bytes | None, float]],
+        model: str,
+        stages: Sequence[tuple[float, float]],
+        start_target: float = 0.0,
+        max_connections: int = 0,
+        think_time: float = 0.0,
+        timeout: float = 10.0,
+        expected_status: Sequence[int] | None = None,
+        threads: int = 0,
+        seed: int = 0,
+    ) -> None: ...
+    def start(self) -> None:
+        """Start the run on a new thread; returns at once. RuntimeError if started before."""
+    def next_snapshot(self, timeout: float) -> dict[str, Any] | None:
+        """The next per-second snapshot, waiting up to timeout s (GIL released, Ctrl-C
+        raises KeyboardInterrupt); None on timeout. Raises StopIteration once the run has
+        ended and every snapshot was taken; RuntimeError before start()."""
+    def stop(self) -> None:
+        """End the run now and wait for its thread (GIL released); in-flight requests are
+        abandoned after at most min(timeout, 1 s). Idempotent; a no-op before start()."""
+    def summary(self) -> dict[str, Any]:
+        """Totals over the whole run; blocks (GIL released) until it has ended."""
+    @property
+    def running(self) -> bool:
+        """Started and not yet ended."""

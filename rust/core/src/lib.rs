@@ -7,6 +7,7 @@
 //! - [`encode_jsonl`]: a batch as JSON lines, into a reused buffer.
 //! - [`series_key`] / [`SeriesHasher`]: stable 64-bit keys for (name, tag set).
 //! - [`statsd`]: StatsD and DogStatsD lines into metric rows, a whole buffer per call.
+//! - [`loadgen`]: an HTTP load generator (closed and open models) on its own tokio runtime.
 
 pub mod aggregate;
 mod batch;
@@ -16,6 +17,7 @@ mod hist;
 pub mod instruments;
 mod jsonl;
 mod kind;
+pub mod loadgen;
 mod number;
 pub mod resolution;
 mod series;

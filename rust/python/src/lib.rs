@@ -10,6 +10,7 @@ mod aggregate;
 mod extract;
 mod hist;
 mod instruments;
+mod loadgen;
 mod scratch;
 mod statsd;
 mod texts;
@@ -132,5 +133,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     instruments::register(m)?;
     hist::register(m)?;
     statsd::register(m)?;
+    loadgen::register(m)?;
     Ok(())
 }

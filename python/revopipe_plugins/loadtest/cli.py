@@ -1,0 +1,301 @@
+"""`revopipe loadtest URL ...`: run a load test from the shell with a live progress line,
+print a summary, check thresholds, compare with a saved baseline, write a report.
+
+Exit status: 0 all thresholds passed and no regression against the baseline; 1 a threshold
+failed or the run regressed; 2 bad arguments. CI gates on it like on k6."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import psutil
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from revopipe_plugins.loadtest.baseline import (
+    BaselineError,
+    BaselineStore,
+    Comparison,
+    Run,
+    compare,
+)
+from revopipe_plugins.loadtest.plan import LoadTestPlan
+from revopipe_plugins.loadtest.report import write_report
+from revopipe_plugins.loadtest.run import LoadRun, Snapshot
+from revopipe_plugins.loadtest.stages import PRESETS, drift
+from revopipe_plugins.loadtest.thresholds import ThresholdResult, all_ok, evaluate
+
+
+def _plan(options: dict[str, Any]) -> LoadTestPlan:
+    try:
+        return LoadTestPlan.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise click.UsageError(problems) from None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def _live_text(snap: Snapshot) -> str:
+    errors = sum(snap["errors"].values())
+    lat = snap["latency"]
+    rps = snap["requests"] / (snap["interval"] or 1.0)
+    return (
+        f"{rps:8.0f} req/s  p50 {_ms(lat['p50']):>10}  p99 {_ms(lat['p99']):>10}  "
+        f"errors {errors:<6} target {snap['target']:.0f}"
+    )
+
+
+def _run(
+    plan: LoadTestPlan, console: Console, quiet: bool, watch: psutil.Process | None
+) -> tuple[dict[str, Any], list[Snapshot]]:
+    duration = plan.schedule().duration
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"),
+    )
+    with LoadRun(plan) as run, Progress(*columns, console=console, disable=quiet) as progress:
+        task = progress.add_task(f"{plan.test} ({plan.resolved_model})", total=duration, stats="")
+        try:
+            for snap in run:
+                if watch is not None:
+                    # the server's memory, for the endurance test's drift
+                    with contextlib.suppress(psutil.Error):
+                        snap["memory_rss"] = watch.memory_info().rss
+                progress.update(task, completed=min(snap["t"], duration), stats=_live_text(snap))
+        except KeyboardInterrupt:
+            # Ctrl-C ends the test early; the summary covers what ran.
+            run.stop()
+            console.print("[yellow]stopped early (Ctrl-C); summarising what ran")
+        return run.summary(), run.snapshots
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table("", "value", title="summary", show_header=False)
+    elapsed = summary["interval"] or 1e-9
+    errors = summary["errors"]
+    table.add_row("requests", f"{summary['requests']} ({summary['ok']} ok)")
+    table.add_row("throughput", f"{summary['requests'] / elapsed:.1f} req/s over {elapsed:.1f} s")
+    table.add_row(
+        "errors",
+        ", ".join(f"{k} {v}" for k, v in errors.items() if v) or "none",
+    )
+    if summary.get("dropped"):
+        table.add_row("dropped", f"{summary['dropped']} (connection pool exhausted)")
+    lat = summary["latency"]
+    for key in ("min", "mean", "p50", "p90", "p95", "p99", "p99_9", "max"):
+        table.add_row(f"latency {key.replace('_', '.')}", _ms(lat[key]))
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(summary["status"].items()))
+    table.add_row("statuses", statuses or "none")
+    return table
+
+
+def _thresholds_table(results: list[ThresholdResult]) -> Table:
+    table = Table("threshold", "observed", "result", title="thresholds")
+    for r in results:
+        table.add_row(r.text, r.observed_text, "[green]ok" if r.ok else "[bold red]FAILED")
+    return table
+
+
+def _comparison_table(name: str, c: Comparison) -> Table:
+    table = Table("metric", "baseline", "current", "test", "p", "effect", "verdict")
+    table.title = f"against baseline {name!r}: {c.verdict}"
+    for m in c.metrics:
+        unit = _ms if m.metric == "latency" else (lambda v: f"{v:.1f} req/s")
+        table.add_row(
+            m.metric + (" (p50)" if m.metric == "latency" else ""),
+            unit(m.baseline),
+            unit(m.current),
+            m.test,
+            f"{m.p_value:.3g}",
+            f"{m.effect_name} {m.effect:+.3f} ({m.magnitude})",
+            m.verdict + (f" — {m.note}" if m.note else ""),
+        )
+    return table
+
+
+@click.command("loadtest")
+@click.argument("urls", nargs=-1, required=True)
+@click.option(
+    "--type",
+    "test",
+    type=click.Choice([*PRESETS, "custom"]),
+    default="load",
+    show_default=True,
+    help="the shape of the test (see the loadtest README)",
+)
+@click.option("--users", type=int, help="virtual users (closed model) / connection pool (open)")
+@click.option("--rps", type=float, help="target arrivals per second: the open model")
+@click.option("--duration", help="how long, e.g. 5m (default: the type's)")
+@click.option("--stage", "stages", multiple=True, help="custom stage 'duration:target' (repeat)")
+@click.option("--model", type=click.Choice(["closed", "open"]), help="override the model")
+@click.option("--method", default="GET", show_default=True)
+@click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeat)")
+@click.option("--body", help="request body")
+@click.option("--body-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--timeout", default="10s", show_default=True, help="per request")
+@click.option("--think-time", default="0s", show_default=True, help="closed model pause")
+@click.option("--expect", "expected", multiple=True, type=int, help="success status (repeat)")
+@click.option("--threshold", "thresholds", multiple=True, help="e.g. 'p99 < 250ms' (repeat)")
+@click.option("--name", help="the test's name, for baselines and the report (default: the URL)")
+@click.option("--baseline", "use_baseline", is_flag=True, help="compare with the saved baseline")
+@click.option("--save-baseline", is_flag=True, help="save this run as the test's baseline")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".revopipe",
+    show_default=True,
+    help="where baselines and reports go",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="report file (.html or .png; default data_dir/loadtest/<name>-<time>.html)",
+)
+@click.option("--no-report", is_flag=True, help="write no report")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--watch-pid", type=int, help="track this process's memory (the server's)")
+@click.option("--seed", type=int, default=0, show_default=True, help="request mix seed")
+def loadtest(
+    urls: tuple[str, ...],
+    test: str,
+    users: int | None,
+    rps: float | None,
+    duration: str | None,
+    stages: tuple[str, ...],
+    model: str | None,
+    method: str,
+    headers: tuple[str, ...],
+    body: str | None,
+    body_file: Path | None,
+    timeout: str,
+    think_time: str,
+    expected: tuple[int, ...],
+    thresholds: tuple[str, ...],
+    name: str | None,
+    use_baseline: bool,
+    save_baseline: bool,
+    data_dir: Path,
+    report_path: Path | None,
+    no_report: bool,
+    as_json: bool,
+    watch_pid: int | None,
+    seed: int,
+) -> None:
+    """Load-test URLS (several: an equal mix) with the Rust generator."""
+    header_map: dict[str, str] = {}
+    for h in headers:
+        key, sep, value = h.partition(":")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{h!r}: write 'Name: value'", param_hint="--header")
+        header_map[key.strip()] = value.strip()
+    request = {"method": method, "headers": header_map, "body": body, "body_file": body_file}
+    options: dict[str, Any] = {
+        "test": test,
+        "users": users,
+        "rps": rps,
+        "duration": duration,
+        "stages": list(stages),
+        "model": model,
+        "timeout": timeout,
+        "think_time": think_time,
+        "expected_status": list(expected) or None,
+        "thresholds": list(thresholds),
+        "seed": seed,
+    }
+    if len(urls) == 1:
+        options.update(url=urls[0], **request)
+    else:
+        options["requests"] = [{"url": u, **request} for u in urls]
+    plan = _plan(options)
+    name = name or urls[0]
+    console = Console(stderr=as_json)
+
+    watch: psutil.Process | None = None
+    if watch_pid is not None:
+        try:
+            watch = psutil.Process(watch_pid)
+        except psutil.Error as exc:
+            raise click.BadParameter(
+                f"no process {watch_pid}: {exc}", param_hint="--watch-pid"
+            ) from None
+    summary, snapshots = _run(plan, console, as_json, watch)
+    drifts = [
+        d
+        for d in (drift(snapshots, "latency.p99"), drift(snapshots, "memory_rss"))
+        if d is not None and (plan.test == "endurance" or watch is not None)
+    ]
+    results = evaluate(plan.thresholds, summary)
+    comparison: Comparison | None = None
+    baseline_summary: dict[str, Any] | None = None
+    run = Run.from_snapshots(summary, snapshots)
+    try:
+        with BaselineStore.for_data_dir(data_dir) as store:
+            if use_baseline:
+                saved = store.load(name)
+                if saved is None:
+                    console.print(
+                        f"[yellow]no baseline named {name!r} in {data_dir}; save one with "
+                        "--save-baseline"
+                    )
+                else:
+                    comparison = compare(saved, run)
+                    baseline_summary = saved.summary
+            if save_baseline:
+                store.save(
+                    name, summary, list(run.per_second_rps), {"plan": plan.model_dump(mode="json")}
+                )
+    except BaselineError as exc:
+        raise click.ClickException(f"loadtest baseline: {exc}") from None
+
+    written: Path | None = None
+    if not no_report:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+        target = report_path or data_dir / "loadtest" / f"{safe}-{stamp}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = write_report(
+            target, summary, snapshots, results, comparison, baseline_summary, title=name
+        )
+
+    if as_json:
+        out = {k: v for k, v in summary.items() if k != "latency_hdr"}
+        out["thresholds"] = [{"text": r.text, "ok": r.ok, "observed": r.observed} for r in results]
+        out["verdict"] = comparison.verdict if comparison else None
+        out["report"] = str(written) if written else None
+        out["drift"] = {d.metric: {"first": d.first, "last": d.last} for d in drifts}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        console.print(_summary_table(summary))
+        if results:
+            console.print(_thresholds_table(results))
+        if comparison is not None:
+            console.print(_comparison_table(name, comparison))
+        for d in drifts:
+            console.print(
+                f"drift of {d.metric}: {d.first:.4g} over the first 10 % of the run, "
+                f"{d.last:.4g} over the last ({d.relative:+.1%})"
+            )
+        if written:
+            console.print(f"report: {written}")
+    failed = not all_ok(results) or (comparison is not None and comparison.verdict == "regressed")
+    if failed:
+        raise SystemExit(1)
