@@ -19,12 +19,15 @@ overall, with an effect size rather than a bare percentage:
   then asks "is this shift visible in 5000 requests?", and the effect size (which does
   not depend on the counts) decides whether it matters.
 - throughput: Welch's t-test on the per-second req/s samples (unequal variances; the
-  Student t distribution is computed here from the regularized incomplete beta function,
-  so scipy is not needed), effect size Hedges' g (bias-corrected Cohen's d), judged with
+  from scipy), effect size Hedges' g (bias-corrected Cohen's d), judged with
   Cohen's bounds: |g| < 0.2 negligible, < 0.5 small, < 0.8 medium, else large.
   Per-second req/s varies little within a run, so a 2 % difference between two runs of
   the same server can be a "large" g; throughput also needs a relative change of the
-  mean of at least `min_rps_change` (5 %) to count.
+  mean of at least `min_rps_change` (10 %) to count.
+- latency has the same trap: Cliff's delta measures how consistently one run is slower,
+  not by how much, so two runs of the same server on a busy machine (every request 2 %
+  slower) score "large". Latency therefore also needs the median to move by at least
+  `min_latency_change` (10 %) to count.
 
 A metric is `regressed` (or `improved`) only when the test is significant at `alpha`
 (0.01) AND the effect is not negligible; the overall verdict is `regressed` if any metric
@@ -53,7 +56,8 @@ Verdict = Literal["regressed", "improved", "unchanged"]
 SCHEMA_VERSION = 1
 DEFAULT_ALPHA = 0.01
 DEFAULT_MAX_N = 5000
-DEFAULT_MIN_RPS_CHANGE = 0.05
+DEFAULT_MIN_RPS_CHANGE = 0.10
+DEFAULT_MIN_LATENCY_CHANGE = 0.10
 #: Latency histograms record microseconds (unit "s", resolution 1 µs).
 LATENCY_RESOLUTION = 1e-6
 BUCKET_RATIO = 1.005
@@ -306,6 +310,7 @@ def compare_latency(
     current: Mapping[str, Any],
     alpha: float = DEFAULT_ALPHA,
     max_n: float = DEFAULT_MAX_N,
+    min_change: float = DEFAULT_MIN_LATENCY_CHANGE,
 ) -> MetricComparison:
     test, effect_name = "Mann-Whitney U", "Cliff's delta"
     if not baseline.get("requests") or not current.get("requests"):
@@ -319,10 +324,11 @@ def compare_latency(
     rank = mann_whitney_buckets(x, y, max_n)
     size = magnitude(rank.cliffs_delta, CLIFF_BOUNDS)
     verdict: Verdict = "unchanged"
-    if rank.p_value < alpha and size != "negligible":
+    p50_change = _relative(lat_b["p50"], lat_c["p50"])
+    if rank.p_value < alpha and size != "negligible" and abs(p50_change) >= min_change:
         verdict = "regressed" if rank.cliffs_delta > 0 else "improved"
     details = {
-        "p50_change": _relative(lat_b["p50"], lat_c["p50"]),
+        "p50_change": p50_change,
         "p99_change": _relative(lat_b["p99"], lat_c["p99"]),
         "p99_baseline": float(lat_b["p99"]),
         "p99_current": float(lat_c["p99"]),
@@ -380,10 +386,11 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
     max_n: float = DEFAULT_MAX_N,
     min_rps_change: float = DEFAULT_MIN_RPS_CHANGE,
+    min_latency_change: float = DEFAULT_MIN_LATENCY_CHANGE,
 ) -> Comparison:
     """The current run against the baseline (a `Baseline`, a `Run` or anything with
     `summary` and `per_second_rps`)."""
-    latency = compare_latency(baseline.summary, current.summary, alpha, max_n)
+    latency = compare_latency(baseline.summary, current.summary, alpha, max_n, min_latency_change)
     throughput = compare_throughput(
         baseline.per_second_rps, current.per_second_rps, alpha, min_rps_change
     )

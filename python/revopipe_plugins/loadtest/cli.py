@@ -280,6 +280,19 @@ def loadtest(
         out = {k: v for k, v in summary.items() if k != "latency_hdr"}
         out["thresholds"] = [{"text": r.text, "ok": r.ok, "observed": r.observed} for r in results]
         out["verdict"] = comparison.verdict if comparison else None
+        if comparison is not None:
+            out["comparison"] = {
+                m.metric: {
+                    "verdict": m.verdict,
+                    "p_value": m.p_value,
+                    "effect": m.effect,
+                    "magnitude": m.magnitude,
+                    "baseline": m.baseline,
+                    "current": m.current,
+                    **m.details,
+                }
+                for m in comparison.metrics
+            }
         out["report"] = str(written) if written else None
         out["drift"] = {d.metric: {"first": d.first, "last": d.last} for d in drifts}
         click.echo(json.dumps(out, indent=2))

@@ -56,7 +56,7 @@ def test_baseline_flags_a_2x_regression_and_not_a_rerun(tmp_path: Path) -> None:
         code, _, err = loadtest(tmp_path, server.url, "--name", "api", "--save-baseline")
         assert code == 0, err
         code, same, err = loadtest(tmp_path, server.url, "--name", "api", "--baseline")
-        assert (code, same["verdict"]) == (0, "unchanged"), err
+        assert (code, same["verdict"]) == (0, "unchanged"), same
         server.delay = 0.04
         code, slower, err = loadtest(tmp_path, server.url, "--name", "api", "--baseline")
-    assert (code, slower["verdict"]) == (1, "regressed"), err
+    assert (code, slower["verdict"]) == (1, "regressed"), slower
