@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,19 +167,23 @@ async def test_escalation_reaches_the_next_tier_unless_acknowledged(tmp_path: Pa
     port = free_port()
     rules = [
         {**HIGH, "name": "q_high", "escalate_after": "1s", "escalate_to": ["tier2"]},
-        {**HIGH, "name": "q_acked", "escalate_after": "2s", "escalate_to": ["tier2"]},
+        # long enough for a `revopipe alerts ack` subprocess to start on a loaded machine
+        {**HIGH, "name": "q_acked", "escalate_after": "8s", "escalate_to": ["tier2"]},
     ]
     async with receiver() as r:
         cfg = config(str(tmp_path), port, r.url, rules, channels=("hook", "tier2"))
         p = Pipeline.from_dict(cfg)
         async with p.running():
             await push(port, gauge("queue.depth", 50, q="a"))
+            fired = time.monotonic()
             await r.wait_for(2)  # both rules on the first tier
             assert p.api_url is not None
             acked = await cli(p.api_url, "ack", "q_acked", "--by", "alice")
             assert acked["by"] == "alice" and len(acked["acknowledged"]) == 1
             await r.wait_for(1, channel="tier2")
-            await settle(r, 2.0)  # past q_acked's escalation time
+            with anyio.fail_after(20):  # until past q_acked's escalation time
+                while time.monotonic() - fired < 9.0:
+                    await anyio.sleep(0.1)
             history = await cli(p.api_url, "history", "--rule", "q_acked")
             p.stop()
     escalated = r.alerts("tier2")

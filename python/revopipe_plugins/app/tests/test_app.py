@@ -31,7 +31,9 @@ async def test_reads_counters_gauges_and_histogram_snapshots(tmp_path: Path) -> 
     for v in (0.010, 0.020, 0.030):
         lat.record(v)
 
-    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 0.08)
+    # A window well past the first reading: on a loaded machine building 2500 spans can
+    # outlast a short one and the reading would be cut short by the test, not the source.
+    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 1.0)
     first = batches[0]
     rows = {(m.name, m.tags): m for m in first.metrics}
     assert rows[("app.requests", (("route", "/a"),))].value == 3.0
@@ -71,7 +73,9 @@ async def test_finished_spans_arrive_as_span_events_with_the_dropped_count(
         for i in range(4):
             with trace.span(f"step {i}"):
                 pass
-    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 0.08)
+    # A window well past the first reading: on a loaded machine building 2500 spans can
+    # outlast a short one and the reading would be cut short by the test, not the source.
+    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 1.0)
     spans = [e for b in batches for e in b.events if isinstance(e, Span)]
     # three steps fit the buffer; the fourth step and the request were dropped
     assert [s.name for s in spans] == ["step 0", "step 1", "step 2"]
@@ -143,6 +147,8 @@ async def test_a_full_buffer_is_taken_whole_in_one_reading(tmp_path: Path) -> No
     for i in range(n):
         with trace.span("s", {"i": i}):
             pass
-    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 0.08)
+    # A window well past the first reading: on a loaded machine building 2500 spans can
+    # outlast a short one and the reading would be cut short by the test, not the source.
+    batches = await collect(make(AppSource, {"interval": "50ms"}, tmp_path), 1.0)
     first = [e for e in batches[0].events if isinstance(e, Span)]
     assert [int(dict(e.attributes)["i"]) for e in first] == list(range(n))
