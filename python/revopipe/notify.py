@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from revopipe.config import Duration
+from revopipe.config.errors import validation_text
 
 if TYPE_CHECKING:
     # Imported where a channel is built: `import revopipe` (every instrumented service)
@@ -165,12 +166,8 @@ class Channel(ABC):
             try:
                 self.config = self.Config.model_validate(dict(config))
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or '<config>'}: {err['msg']}"
-                    for err in exc.errors()
-                )
                 raise ValueError(
-                    f"channel {name!r} ({self.type_name}): invalid config: {problems}"
+                    f"channel {name!r} ({self.type_name}): invalid config: {validation_text(exc)}"
                 ) from exc
         self._own_client = client is None
         if client is None:

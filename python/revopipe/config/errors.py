@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigError:
@@ -39,3 +41,13 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """ "; did you mean 'x'?" for the closest choice, or ""."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def validation_text(exc: ValidationError, root: str = "<config>") -> str:
+    """A pydantic error as one line, `loc: message; ...`, for places that report a nested
+    model's problems inside their own message (`root` names an error at the top)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: "
+        f"{str(err['msg']).removeprefix('Value error, ')}"
+        for err in exc.errors(include_url=False)
+    )

@@ -8,9 +8,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from revopipe.config import Duration, ProcessorConfig
+from revopipe.config.errors import validation_text
 from revopipe.notify import Channel, ChannelConfig
 from revopipe.plugins import Registry, default_registry
 from revopipe_plugins.alerts.routing import DEFAULT_INHIBIT_RULES, InhibitRule, Route
@@ -102,7 +110,7 @@ class AlertsConfig(ProcessorConfig):
             )
         except ValueError as exc:
             # a ValidationError from a rule in rules_file or an override, as one message
-            raise ValueError(_pydantic_text(exc)) from None
+            raise ValueError(_error_text(exc)) from None
         channels: dict[str, ResolvedChannel] = {}
         for name, table in self.channels.items():
             try:
@@ -112,9 +120,7 @@ class AlertsConfig(ProcessorConfig):
             try:
                 channels[name] = (cls, cls.Config.model_validate(table))
             except ValueError as exc:
-                raise ValueError(
-                    f"channels.{name} ({table['type']}): {_pydantic_text(exc)}"
-                ) from None
+                raise ValueError(f"channels.{name} ({table['type']}): {_error_text(exc)}") from None
         route = self.effective_route(channels)
         problems = route.validate_channels(set(channels)) if route else []
         for rule in rules:
@@ -181,12 +187,5 @@ def _read_rules_file(path: Path) -> list[dict[str, Any]]:
     return rules
 
 
-def _pydantic_text(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    parts = []
-    for err in errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "<table>"
-        parts.append(f"{loc}: {str(err['msg']).removeprefix('Value error, ')}")
-    return "; ".join(parts)
+def _error_text(exc: ValueError) -> str:
+    return validation_text(exc, "<table>") if isinstance(exc, ValidationError) else str(exc)

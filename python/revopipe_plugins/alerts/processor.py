@@ -8,9 +8,11 @@ and missing data advance without new data):
         -> History (transitions + state, one commit)      -> Alert events downstream
         -> Dispatcher (routes, groups, silences, inhibition) -> Outbox (commit, then send)
 
-Batches pass through unchanged, so the processor can sit inline before sinks. Rule
-evaluation runs on a worker thread: thousands of series times dozens of rules would
-otherwise hold the event loop (and with it the control API and every other component).
+Batches pass through unchanged, so the processor can sit inline before sinks. The runtime
+never overlaps `process`, `tick`, `flush` and `control` on one instance, so the state needs
+no lock of its own. Rule evaluation runs on a worker thread: thousands of series times
+dozens of rules would otherwise hold the event loop (and with it the control API and every
+other component).
 """
 
 from __future__ import annotations
@@ -71,7 +73,6 @@ class AlertsProcessor(Processor[AlertsConfig]):
         self.dir.mkdir(parents=True, exist_ok=True)
         # Short ticks so a deferred evaluation or a group_wait ends close to on time.
         self.tick_interval = min(cfg.evaluate_every / 4, 0.25)
-        self._lock = anyio.Lock()
         self._snapshot = Snapshot()
         self._dirty = False
         self._last_eval = 0
@@ -173,33 +174,32 @@ class AlertsProcessor(Processor[AlertsConfig]):
     # -- evaluation ---------------------------------------------------------------------
 
     async def _evaluate(self, now: int) -> Batch | None:
-        async with self._lock:
-            self._dirty = False
-            self._last_eval = now
-            self._snapshot.expire(now - round(self.config.stale_after * _NS))
-            stepped = await anyio.to_thread.run_sync(self._step_all, now)
-            events: list[AlertEvent] = []
-            notifications: list[Notification] = []
-            persist = now - self._last_persist >= 10 * _NS
-            records = []
-            for name, changes in stepped.items():
-                lc = self.lifecycles[name]
-                if changes or persist:
-                    records.append((changes, name, list(lc.alerts.values())))
-                for e in changes:
-                    if isinstance(e, Transition):
-                        events.append(self._alert_event(lc, e))
-                    elif isinstance(e, Notification):
-                        notifications.append(e)
-            if records:
-                # Committed before any notification is queued: a restart then resumes from
-                # a state that never lags what people were told.
-                await anyio.to_thread.run_sync(self._record, records)
-            if persist:
-                self._last_persist = now
-            for n in notifications:
-                self.dispatcher.add(n, now)
-            await self._dispatch(now)
+        self._dirty = False
+        self._last_eval = now
+        self._snapshot.expire(now - round(self.config.stale_after * _NS))
+        stepped = await anyio.to_thread.run_sync(self._step_all, now)
+        events: list[AlertEvent] = []
+        notifications: list[Notification] = []
+        persist = now - self._last_persist >= 10 * _NS
+        records = []
+        for name, changes in stepped.items():
+            lc = self.lifecycles[name]
+            if changes or persist:
+                records.append((changes, name, list(lc.alerts.values())))
+            for e in changes:
+                if isinstance(e, Transition):
+                    events.append(self._alert_event(lc, e))
+                elif isinstance(e, Notification):
+                    notifications.append(e)
+        if records:
+            # Committed before any notification is queued: a restart then resumes from
+            # a state that never lags what people were told.
+            await anyio.to_thread.run_sync(self._record, records)
+        if persist:
+            self._last_persist = now
+        for n in notifications:
+            self.dispatcher.add(n, now)
+        await self._dispatch(now)
         return Batch(MetricBatch(), tuple(events)) if events else None
 
     def _record(self, records: list[tuple[list[Event], str, list[Alert]]]) -> None:
@@ -273,8 +273,7 @@ class AlertsProcessor(Processor[AlertsConfig]):
                 + ", ".join(sorted(_ACTIONS)),
                 status=404,
             )
-        async with self._lock:
-            return await handler(self, params)
+        return await handler(self, params)
 
     async def _list(self, params: Mapping[str, Any]) -> Any:
         now = self.clock()

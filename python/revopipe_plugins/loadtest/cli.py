@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from revopipe.config.errors import validation_text
 from revopipe_plugins.loadtest.baseline import (
     BaselineError,
     BaselineStore,
@@ -37,11 +38,7 @@ def _plan(options: dict[str, Any]) -> LoadTestPlan:
     try:
         return LoadTestPlan.model_validate({k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False)
-        )
+        problems = validation_text(exc, "options")
         raise click.UsageError(problems) from None
 
 

@@ -129,13 +129,7 @@ class LoadTestPlan(BaseModel):
         if self.model == "open" and self.rps is None and self.test != "custom":
             raise ValueError("the open model needs `rps`, the arrival rate to reach")
         if self.url is not None:
-            RequestConfig(
-                url=self.url,
-                method=self.method,
-                headers=self.headers,
-                body=self.body,
-                body_file=self.body_file,
-            )
+            self._single()  # its URL and body errors now, at validation
         self.schedule()  # stage errors now, at validation
         return self
 
@@ -155,18 +149,21 @@ class LoadTestPlan(BaseModel):
         assert target is not None
         return preset(self.test, float(target), self.duration)
 
+    def _single(self) -> RequestConfig:
+        """The one request `url` and its sibling keys describe."""
+        assert self.url is not None
+        return RequestConfig(
+            url=self.url,
+            method=self.method,
+            headers=self.headers,
+            body=self.body,
+            body_file=self.body_file,
+        )
+
     def request_specs(self) -> list[RequestSpec]:
-        if self.url is not None:
-            one = RequestConfig(
-                url=self.url,
-                method=self.method,
-                headers=self.headers,
-                body=self.body,
-                body_file=self.body_file,
-            )
-            specs = [one.spec()]
-        else:
-            specs = [r.spec() for r in self.requests]
+        specs = (
+            [self._single().spec()] if self.url is not None else [r.spec() for r in self.requests]
+        )
         if self.schedule().volume:
             specs = expand_volume(specs, self.volume_urls, int(self.volume_body))
         return specs
