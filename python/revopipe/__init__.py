@@ -48,6 +48,7 @@ from revopipe.events import (
 )
 from revopipe.notify import Channel, ChannelConfig, Delivery, Notification
 from revopipe.plugins import hookimpl
+from revopipe.profiled import profiled
 from revopipe.runtime.pipeline import Pipeline
 
 __version__ = "0.1.0"
@@ -89,5 +90,6 @@ __all__ = [
     "embed",
     "hookimpl",
     "metrics",
+    "profiled",
     "trace",
 ]

@@ -218,7 +218,8 @@ def validate(config: Path) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
-    """List installed plugins, the component types and notification channels each provides."""
+    """List installed plugins and the component types, notification channels and optimizer
+    actions each provides."""
     registry = _registry()
     if as_json:
         click.echo(
@@ -235,6 +236,9 @@ def plugins(as_json: bool) -> None:
                         "channels": [
                             {"type": c.name, "description": c.description} for c in p.channels
                         ],
+                        "actions": [
+                            {"type": a.name, "description": a.description} for a in p.actions
+                        ],
                     }
                     for p in registry.plugins
                 ],
@@ -245,9 +249,11 @@ def plugins(as_json: bool) -> None:
     for p in registry.plugins:
         click.echo(f"{p.name}  ({p.distribution} {p.version})".rstrip())
         for t in p.types:
-            click.echo(f"    {t.kind:<9} {t.name:<18} {t.description}")
+            click.echo(f"    {t.kind:<9} {t.name:<20} {t.description}")
         for c in p.channels:
-            click.echo(f"    {'channel':<9} {c.name:<18} {c.description}")
+            click.echo(f"    {'channel':<9} {c.name:<20} {c.description}")
+        for a in p.actions:
+            click.echo(f"    {'action':<9} {a.name:<20} {a.description}")
     for name, error in registry.failed.items():
         click.echo(f"{name}  FAILED TO LOAD: {error}")
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from revopipe.batch import Batch
 from revopipe.config.schema import ComponentConfig, ProcessorConfig, SinkConfig, SourceConfig
 from revopipe.runtime.stats import ComponentStats
+from revopipe.tuning import NoTuning, Tunable, Tuning
+
+if TYPE_CHECKING:
+    from revopipe.plugins import Registry
 
 Kind = Literal["source", "processor", "sink"]
 ControlMode = Literal["read", "write"]
@@ -53,6 +57,11 @@ class ComponentContext:
     """Every component's counters, for sources that report on the pipeline itself."""
     extras: Mapping[str, Any]
     """Values given by an embedding program (`Pipeline(..., extras=...)`)."""
+    tuning: Tuning = field(default_factory=NoTuning)
+    """Live tuning of every component's declared `tunables` (used by optimizer actions)."""
+    registry: Registry | None = None
+    """The plugin registry the pipeline was built with, for components that look up
+    classes other plugins provide (channels, optimizer actions)."""
 
 
 class Component(Generic[C]):
@@ -70,6 +79,10 @@ class Component(Generic[C]):
     """The actions `control` answers, each "read" (may be served on GET, must not change
     state) or "write" (POST only, and only when the API is bound to loopback). The API
     refuses undeclared actions without calling `control`."""
+    tunables: ClassVar[Mapping[str, Tunable]] = {}
+    """Config keys (numbers) the runtime may change while the component runs, with their
+    bounds; see `revopipe.tuning`. Declare a key only if the component re-reads
+    `self.config.<key>` each time it uses it."""
 
     def __init__(self, config: C, context: ComponentContext) -> None:
         self.config = config
@@ -137,6 +150,9 @@ class Processor(Component[C]):
 class Sink(Component[C]):
     kind: ClassVar[Kind] = "sink"
     Config: ClassVar[type[ComponentConfig]] = SinkConfig
+    tunables: ClassVar[Mapping[str, Tunable]] = {
+        "batch_max": Tunable(1, 1024, "queued batches the runtime merges into one write")
+    }
 
     async def write(self, batch: Batch) -> None:
         """Write one batch. Raising makes the runtime retry the same batch with backoff,

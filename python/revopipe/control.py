@@ -120,6 +120,30 @@ def call_control(
     return body["result"]
 
 
+def component_of_type(api_url: str, type_name: str) -> str:
+    """The name of the one component of type `type_name` in the pipeline at `api_url`.
+    Without an answer from the API, `type_name` itself (the usual name), so the real call
+    reports the connection problem with its full hint. Raises `ControlClientError` when
+    there is none or several (pick one with --component)."""
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            body = http.get(f"{normalize_url(api_url)}{PREFIX}/pipeline").json()
+    except (httpx.HTTPError, ValueError):
+        return type_name
+    names = [c["name"] for c in body.get("components", []) if c.get("type") == type_name]
+    if len(names) == 1:
+        return str(names[0])
+    if not names:
+        raise ControlClientError(
+            f"the pipeline at {api_url} has no `{type_name}` component; add one with "
+            f"type = '{type_name}' to its config"
+        )
+    raise ControlClientError(
+        f"the pipeline at {api_url} has several {type_name} components ({', '.join(names)}); "
+        "pick one with --component"
+    )
+
+
 def _query(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for key, value in params.items():

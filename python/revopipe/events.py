@@ -133,7 +133,9 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """An evidenced suggestion produced by the optimizer."""
+    """An evidenced suggestion produced by the optimizer. `key` identifies what it is about
+    (detector and series), so a repeat of the same finding can be recognised; `evidence`
+    holds the figures behind it (series, values, change point, confidence)."""
 
     type: ClassVar[str] = "recommendation"
     title: str
@@ -142,6 +144,7 @@ class Recommendation:
     risk: str
     evidence: tuple[tuple[str, str], ...] = ()
     timestamp: int = field(default_factory=now_ns)
+    key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

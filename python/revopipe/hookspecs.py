@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from revopipe.actions import Action
     from revopipe.components import ComponentClass
     from revopipe.notify import Channel
 
@@ -46,6 +47,20 @@ def revopipe_notification_channels() -> Sequence[type[Channel]]:
     config) and its config model with ``Config`` (a ``ChannelConfig`` subclass); the
     type_name must be unique across all installed plugins, or loading fails naming both
     plugins.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def revopipe_optimizer_actions() -> Sequence[type[Action[Any]]]:
+    """Called once when the plugin manager loads, to build the optimizer action registry.
+
+    Return the action classes (subclasses of ``revopipe.actions.Action``) this plugin
+    provides. Each names itself with ``type_name`` (its table under the optimizer's
+    ``actions``) and its config model with ``Config`` (an ``ActionConfig`` subclass); the
+    type_name must be unique across all installed plugins, or loading fails naming both
+    plugins. Actions change only tunable config keys of the running pipeline, and only
+    when the optimizer's ``actions.mode`` is ``"apply"``.
     """
     raise NotImplementedError
 

@@ -1,4 +1,5 @@
-"""Plugin discovery and the registries of component types and notification channels.
+"""Plugin discovery and the registries of component types, notification channels and
+optimizer actions.
 
 Built-in plugins and third-party plugins are found the same way: entry points in the
 ``revopipe`` group. The core never imports a plugin by name.
@@ -12,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from revopipe import hookspecs
+from revopipe.actions import Action
 from revopipe.components import Component, ComponentClass, Kind
 from revopipe.config.errors import did_you_mean
 from revopipe.notify import Channel
@@ -33,6 +36,10 @@ class UnknownChannelType(PluginError, LookupError):
     """No installed plugin provides the requested notification channel type."""
 
 
+class UnknownActionType(PluginError, LookupError):
+    """No installed plugin provides the requested optimizer action type."""
+
+
 @dataclass(frozen=True, slots=True)
 class ComponentType:
     kind: Kind
@@ -47,15 +54,17 @@ class ComponentType:
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelType:
+class NamedType:
+    """A class registered under a type name by a plugin (a channel or an action)."""
+
     name: str
-    cls: type[Channel]
+    cls: Any
     plugin: str
 
     @property
     def description(self) -> str:
-        doc = self.cls.description or (self.cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        doc = getattr(self.cls, "description", "") or (self.cls.__doc__ or "").strip()
+        return str(doc).splitlines()[0] if doc else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,8 @@ class PluginInfo:
     distribution: str
     version: str
     types: tuple[ComponentType, ...]
-    channels: tuple[ChannelType, ...] = ()
+    channels: tuple[NamedType, ...] = ()
+    actions: tuple[NamedType, ...] = ()
 
 
 class Registry:
@@ -85,7 +95,8 @@ class Registry:
         self._types: dict[tuple[str, str], ComponentType] = {
             (t.kind, t.name): t for p in plugins for t in p.types
         }
-        self._channels: dict[str, ChannelType] = {c.name: c for p in plugins for c in p.channels}
+        self._channels: dict[str, NamedType] = {c.name: c for p in plugins for c in p.channels}
+        self._actions: dict[str, NamedType] = {a.name: a for p in plugins for a in p.actions}
 
     def get(self, kind: Kind, name: str) -> ComponentType | None:
         return self._types.get((kind, name))
@@ -114,8 +125,29 @@ class Registry:
     def channel_names(self) -> list[str]:
         return sorted(self._channels)
 
-    def channel_type(self, name: str) -> ChannelType | None:
+    def channel_type(self, name: str) -> NamedType | None:
         return self._channels.get(name)
+
+    def action_names(self) -> list[str]:
+        return sorted(self._actions)
+
+    def action_class(self, name: str, *, where: str = "") -> type[Action[Any]]:
+        """The optimizer action class registered as `name`; raises `UnknownActionType`
+        naming the known types and the fix, prefixed by `where` when given."""
+        found = self._actions.get(name)
+        if found is not None:
+            cls: type[Action[Any]] = found.cls
+            return cls
+        known = self.action_names()
+        prefix = f"{where}: " if where else ""
+        raise UnknownActionType(
+            f"{prefix}unknown optimizer action {name!r}{did_you_mean(name, known)}; "
+            f"known actions: {', '.join(known) or 'none installed'}; install the plugin "
+            "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
+        )
+
+    def _broken(self) -> str:
+        return "".join(f"; plugin {p!r} failed to load: {e}" for p, e in self.failed.items())
 
     def channel_class(self, name: str, *, where: str = "") -> type[Channel]:
         """The channel class registered as `name`; raises `UnknownChannelType` naming the
@@ -123,14 +155,14 @@ class Registry:
         message so the error points at the config that asked."""
         found = self._channels.get(name)
         if found is not None:
-            return found.cls
+            cls: type[Channel] = found.cls
+            return cls
         known = self.channel_names()
-        broken = "".join(f"; plugin {p!r} failed to load: {e}" for p, e in self.failed.items())
         prefix = f"{where}: " if where else ""
         raise UnknownChannelType(
             f"{prefix}unknown notification channel type {name!r}{did_you_mean(name, known)}; "
             f"known channel types: {', '.join(known) or 'none installed'}; install the plugin "
-            "that provides it (`revopipe plugins` lists what is installed)" + broken
+            "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
         )
 
 
@@ -148,21 +180,35 @@ def _types_of(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[Comp
     return tuple(out)
 
 
-def _channels_of(plugin: object, name: str) -> tuple[ChannelType, ...]:
-    impl = getattr(plugin, "revopipe_notification_channels", None)
+def _named_of(plugin: object, name: str, hook: str, base: type, what: str) -> tuple[NamedType, ...]:
+    """The classes a plugin returns from `hook`, each a subclass of `base` with a
+    type_name; `what` names them in errors ("channel class")."""
+    impl = getattr(plugin, hook, None)
     if impl is None:
         return ()
     out = []
     for cls in impl() or ():
-        if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(
-                f"plugin {name!r}: {cls!r} from revopipe_notification_channels is not a "
-                "subclass of revopipe.notify.Channel"
+                f"plugin {name!r}: {cls!r} from {hook} is not a subclass of "
+                f"{base.__module__}.{base.__name__}"
             )
-        if not getattr(cls, "type_name", None):
-            raise PluginError(f"plugin {name!r}: channel class {cls.__name__} has no type_name")
-        out.append(ChannelType(cls.type_name, cls, name))
+        type_name = getattr(cls, "type_name", None)
+        if not type_name:
+            raise PluginError(f"plugin {name!r}: {what} {cls.__name__} has no type_name")
+        out.append(NamedType(str(type_name), cls, name))
     return tuple(out)
+
+
+def _claim(seen: dict[str, str], entries: tuple[NamedType, ...], plugin: str, what: str) -> None:
+    for e in entries:
+        other = seen.get(e.name)
+        if other is not None:
+            raise PluginError(
+                f"{what} type {e.name!r} is provided by both plugin {other!r} and "
+                f"plugin {plugin!r}; uninstall one of them"
+            )
+        seen[e.name] = plugin
 
 
 def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()) -> Registry:
@@ -172,6 +218,7 @@ def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()
     infos: list[PluginInfo] = []
     seen: dict[tuple[str, str], str] = {}
     seen_channels: dict[str, str] = {}
+    seen_actions: dict[str, str] = {}
 
     def register(name: str, plugin: object, dist: str, version: str) -> None:
         pm.register(plugin, name=name)
@@ -184,16 +231,13 @@ def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()
                     f"plugin {name!r}; uninstall one of them"
                 )
             seen[(t.kind, t.name)] = name
-        channels = _channels_of(plugin, name)
-        for c in channels:
-            other = seen_channels.get(c.name)
-            if other is not None:
-                raise PluginError(
-                    f"notification channel type {c.name!r} is provided by both plugin "
-                    f"{other!r} and plugin {name!r}; uninstall one of them"
-                )
-            seen_channels[c.name] = name
-        infos.append(PluginInfo(name, dist, version, types, channels))
+        channels = _named_of(
+            plugin, name, "revopipe_notification_channels", Channel, "channel class"
+        )
+        _claim(seen_channels, channels, name, "notification channel")
+        actions = _named_of(plugin, name, "revopipe_optimizer_actions", Action, "action class")
+        _claim(seen_actions, actions, name, "optimizer action")
+        infos.append(PluginInfo(name, dist, version, types, channels, actions))
 
     failed: dict[str, str] = {}
     eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)

@@ -47,6 +47,13 @@ class SinkConfig(ConsumerConfig):
     """Sinks write batches out; a failing write is retried, then dead-lettered."""
 
     max_retries: int = Field(default=5, ge=0, description="retries of a failing write")
+    batch_max: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="up to this many batches already waiting in the inbox are merged into "
+        "one write, so a sink with a per-write cost (a commit, a request) keeps up",
+    )
 
 
 class PipelineSettings(BaseModel):

@@ -7,13 +7,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from revopipe.batch import Batch
+from revopipe.batch import Batch, MetricBatch
 from revopipe.components import Component, ComponentContext, ControlError, Processor, Sink, Source
 from revopipe.config.load import load_dict, load_file, load_text
 from revopipe.config.schema import ConsumerConfig, SinkConfig
@@ -23,6 +24,7 @@ from revopipe.runtime.deadletter import DeadLetter
 from revopipe.runtime.edges import Inbox, Outputs
 from revopipe.runtime.stats import ComponentStats
 from revopipe.runtime.supervisor import Supervisor
+from revopipe.tuning import Knob, TuningError, check_changes
 
 if TYPE_CHECKING:
     from revopipe.runtime.api import ApiServer
@@ -155,6 +157,45 @@ class Pipeline:
             )
         return await sup.control(action, params, wait)
 
+    def knobs(self) -> list[Knob]:
+        """Every component's tunable config keys with their current values."""
+        out = []
+        for name, spec in self.spec.components.items():
+            for key, t in spec.cls.tunables.items():
+                value = getattr(spec.config, key, None)
+                if isinstance(value, int | float):
+                    out.append(
+                        Knob(name, spec.kind, spec.config.type, key, value, t.minimum, t.maximum)
+                    )
+        return out
+
+    def retune(self, component: str, changes: Mapping[str, float]) -> dict[str, float]:
+        """Change tunable config keys of `component` while it runs (see `revopipe.tuning`);
+        returns the previous values. The live instance and any later restart see the new
+        config. Raises `TuningError`, changing nothing, for a bad request."""
+        spec = self.spec.components.get(component)
+        if spec is None:
+            raise TuningError(
+                f"no component named {component!r}; components: {', '.join(self.spec.order)}"
+            )
+        checked = check_changes(component, spec.cls.tunables, changes)
+        old: dict[str, float] = {}
+        typed: dict[str, float | int] = {}
+        for key, value in checked.items():
+            current = getattr(spec.config, key)
+            old[key] = current
+            # an int key (a count) stays an int, so the component's arithmetic is unchanged
+            typed[key] = round(value) if isinstance(current, int) else value
+        new_spec = replace(spec, config=spec.config.model_copy(update=typed))
+        self.spec.components[component] = new_spec
+        sup = self._supervisors.get(component)
+        if sup is not None:
+            sup.spec = new_spec
+            if sup.instance is not None:
+                sup.instance.config = new_spec.config
+        log.info("component %r retuned: %s (was %s)", component, typed, old)
+        return old
+
     @property
     def draining(self) -> bool:
         return self._stop_requested is not None and self._stop_requested.is_set()
@@ -272,6 +313,8 @@ class Pipeline:
             stats=self.stats[spec.name],
             pipeline_stats=self.component_stats,
             extras=self.extras,
+            tuning=self,
+            registry=self.registry,
         )
 
     def _supervisor(self, spec: ComponentSpec) -> Supervisor:
@@ -332,6 +375,7 @@ class Pipeline:
                             if spec.kind == "processor":
                                 await self._process(sup, batch, out, dead)
                             else:
+                                batch = self._coalesce(sup, inbox, batch)
                                 await self._write(sup, batch, dead)
                 finally:
                     # a closed inbox makes blocked producers' sends fail (counted as
@@ -342,6 +386,30 @@ class Pipeline:
         finally:
             await sup.close()
             await out.aclose()
+
+    def _coalesce(self, sup: Supervisor, inbox: Inbox, first: Batch) -> Batch:
+        """`first` merged with up to `batch_max - 1` batches already waiting: never waits
+        for more, so merging adds no latency, only fewer and larger writes under load."""
+        cfg = sup.spec.config  # read each time: batch_max is tunable while running
+        limit = cfg.batch_max if isinstance(cfg, SinkConfig) else 1
+        if limit <= 1:
+            return first
+        taken = [first]
+        while len(taken) < limit:
+            try:
+                more = inbox.receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            inbox.space.notify()
+            sup.stats.batches_in += 1
+            sup.stats.events_in += len(more)
+            taken.append(more)
+        if len(taken) == 1:
+            return first
+        return Batch(
+            MetricBatch.concat(b.metrics for b in taken),
+            tuple(e for b in taken for e in b.events),
+        )
 
     async def _process(self, sup: Supervisor, batch: Batch, out: Outputs, dead: DeadLetter) -> None:
         # A failing batch is retried once on a fresh instance (the failure may have been

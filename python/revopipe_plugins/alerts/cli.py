@@ -11,38 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from revopipe.config.units import parse_duration
-from revopipe.control import ControlClientError, api_options, call_control, resolve_api_url
+from revopipe.control import (
+    api_options,
+    call_control,
+    component_of_type,
+    resolve_api_url,
+)
 
 _STATE_STYLE = {"firing": "bold red", "pending": "yellow", "resolved": "green"}
 
 
 def _target(config: Path | None, api: str | None, component: str | None) -> tuple[str, str]:
     url = resolve_api_url(config, api)
-    if component:
-        return url, component
-    try:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
-            body = http.get(f"{url}/api/v1/pipeline").json()
-    except (httpx.HTTPError, ValueError):
-        # let the real call report the connection problem with its full hint
-        return url, "alerts"
-    names = [c["name"] for c in body.get("components", []) if c.get("type") == "alerts"]
-    if len(names) == 1:
-        return url, names[0]
-    if not names:
-        raise ControlClientError(
-            f"the pipeline at {url} has no `alerts` processor; add [processors.<name>] with "
-            "type = 'alerts' to its config"
-        )
-    raise ControlClientError(
-        f"the pipeline at {url} has several alerts processors ({', '.join(names)}); pick "
-        "one with --component"
-    )
+    return url, component or component_of_type(url, "alerts")
 
 
 def _call(ctx: click.Context, action: str, params: dict[str, Any], post: bool = False) -> Any:

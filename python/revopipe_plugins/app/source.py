@@ -9,6 +9,9 @@ events in the same batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import anyio
 import anyio.lowlevel
 from pydantic import Field
@@ -18,6 +21,7 @@ from revopipe.batch import Batch, MetricBatchBuilder
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, SourceConfig
 from revopipe.events import Event, HistogramSnapshot, MetricKind, now_ns
+from revopipe.tuning import Tunable
 
 DRAIN_CHUNK = 1000
 DROPPED_SPANS = "revopipe.trace.dropped_spans"
@@ -51,6 +55,9 @@ class AppSource(Source[AppConfig]):
     type_name = "app"
     Config = AppConfig
     description = "in-process counters, gauges, histograms and spans (revopipe.metrics/trace)"
+    tunables: ClassVar[Mapping[str, Tunable]] = {
+        "interval": Tunable(0.1, 3600.0, "seconds between readings")
+    }
 
     async def start(self) -> None:
         cfg = self.config

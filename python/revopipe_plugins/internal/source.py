@@ -4,6 +4,8 @@ aggregated, alerted on and exported with the rest."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import ClassVar
 
 import anyio
 import psutil
@@ -14,6 +16,7 @@ from revopipe.components import Emit, Source
 from revopipe.config import Duration, SourceConfig
 from revopipe.events import Health, HealthStatus, MetricKind, make_tags
 from revopipe.runtime.stats import ComponentStats
+from revopipe.tuning import Tunable
 
 HEALTH_VALUE = {HealthStatus.HEALTHY: 1.0, HealthStatus.DEGRADED: 0.5, HealthStatus.UNHEALTHY: 0.0}
 
@@ -26,6 +29,9 @@ class InternalSource(Source[InternalConfig]):
     type_name = "internal"
     Config = InternalConfig
     description = "revopipe's own component counters, health and process usage"
+    tunables: ClassVar[Mapping[str, Tunable]] = {
+        "interval": Tunable(0.1, 3600.0, "seconds between readings")
+    }
 
     async def start(self) -> None:
         self._proc = psutil.Process(os.getpid())

@@ -46,6 +46,8 @@ from typing import Any
 
 # below this share of the wall interval a thread's CPU clock counts as "did not run"
 IDLE_CPU_FRACTION = 0.05
+# threads named so are the profiler's own helpers (sampler, checkpoint writer): never sampled
+OWN_THREAD_PREFIX = "revopipe.profiler"
 
 _StackKey = tuple[str, tuple[tuple[CodeType, int], ...]]
 
@@ -143,7 +145,8 @@ def _sanitize_thread_name(name: str) -> str:
 
 
 class Sampler:
-    """Samples all Python threads but its own at `rate_hz`; `window()` returns and resets."""
+    """Samples all Python threads at `rate_hz` but its own and any other thread whose name
+    starts with `OWN_THREAD_PREFIX`; `window()` returns and resets."""
 
     def __init__(self, rate_hz: float = 100.0, include_idle: bool = False) -> None:
         if not 0 < rate_hz <= 10_000:
@@ -179,7 +182,7 @@ class Sampler:
         with self._lock:
             self._reset(time.time_ns())
         self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="revopipe-profiler", daemon=True
+            target=self._run, args=(self._stop,), name=f"{OWN_THREAD_PREFIX}.sampler", daemon=True
         )
         self._thread.start()
 
@@ -223,7 +226,7 @@ class Sampler:
         seen: dict[int, tuple[int | None, float]] = {}
         min_cpu = IDLE_CPU_FRACTION * self._last_interval(now)
         for ident, frame in frames.items():
-            if ident == me:
+            if ident == me or names.get(ident, "").startswith(OWN_THREAD_PREFIX):
                 continue
             is_idle = frame.f_code in BLOCKING_CODES
             prev = clocks.get(ident)

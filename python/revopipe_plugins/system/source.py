@@ -8,6 +8,7 @@ are skipped, not caught up in a burst.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -18,6 +19,7 @@ from pydantic import Field
 from revopipe.batch import Batch, MetricBatchBuilder
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, SourceConfig
+from revopipe.tuning import Tunable
 from revopipe_plugins.system import cgroup
 from revopipe_plugins.system.cgroup import CgroupCollector
 from revopipe_plugins.system.collect import (
@@ -83,6 +85,9 @@ class SystemSource(Source[SystemConfig]):
     type_name = "system"
     Config = SystemConfig
     description = "host CPU, memory, filesystem, disk, network, process and container metrics"
+    tunables: ClassVar[Mapping[str, Tunable]] = {
+        "interval": Tunable(0.1, 3600.0, "seconds between collections")
+    }
 
     cgroup_root: ClassVar[Path] = cgroup.DEFAULT_ROOT
     """Where cgroup filesystems are mounted (overridable for tests)."""
@@ -141,13 +146,12 @@ class SystemSource(Source[SystemConfig]):
         if self._host is None:
             await self.start()
         assert self._host is not None
-        interval = self.config.interval
         slow_every = self.config.process_interval
         await self._rescan()
         # The baseline for the first tick's CPU figures: a ratio needs two readings, and
         # the very first reading alone would only say "since boot".
         self._host.prime()
-        next_tick = anyio.current_time() + interval
+        next_tick = anyio.current_time() + self.config.interval
         next_slow = anyio.current_time() + slow_every
         while True:
             await anyio.sleep_until(next_tick)
@@ -158,6 +162,7 @@ class SystemSource(Source[SystemConfig]):
                 await self._rescan()
                 next_slow = now + slow_every
                 now = anyio.current_time()
+            interval = self.config.interval  # tunable while running: read every tick
             next_tick += interval
             if next_tick <= now:
                 missed = int((now - next_tick) // interval) + 1

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from revopipe_plugins.profiler import sampler as sampler_module
-from revopipe_plugins.profiler.sampler import Profile, Sampler
+from revopipe_plugins.profiler.sampler import OWN_THREAD_PREFIX, Profile, Sampler
 
 HOT_SHARE = 0.7
 
@@ -98,7 +98,7 @@ def test_hot_function_ranked_first_idle_and_sampler_excluded() -> None:
     assert all(0 <= f.total_share <= 1 for f in profile.functions)
     assert sum(profile.stacks.values()) == profile.total_samples
     # the sampler never records itself
-    assert samples_of(profile, "revopipe-profiler") == 0
+    assert not any(s.startswith(OWN_THREAD_PREFIX) for s in profile.stacks)
     assert not any("Sampler._run" in s for s in profile.stacks)
     # idle threads stay out by default: the Event waiter by its leaf frame, the sleeper by its
     # CPU clock (it may wake inside a tick now and then, hence a bound rather than zero)
@@ -121,7 +121,7 @@ def test_include_idle_keeps_blocked_threads() -> None:
     waiter = [s for s in profile.stacks if s.startswith("idle-waiter;")]
     assert waiter, profile.stacks.keys()
     assert all(s.rsplit(";", 1)[1].startswith("threading:Condition.wait:") for s in waiter)
-    assert samples_of(profile, "revopipe-profiler") == 0
+    assert not any(s.startswith(OWN_THREAD_PREFIX) for s in profile.stacks)
 
 
 def test_window_resets_counts() -> None:
@@ -150,7 +150,7 @@ def test_stop_is_prompt_and_idempotent() -> None:
     sampler.start()
     sampler.stop(timeout=2.0)
     assert not sampler.running
-    assert not any(t.name == "revopipe-profiler" for t in threading.enumerate())
+    assert not any(t.name.startswith(OWN_THREAD_PREFIX) for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("rate", [0, -5, 1e9])

@@ -1,0 +1,1 @@
+"""The built-in optimizer actions. They tune revopipe itself and nothing else."""
