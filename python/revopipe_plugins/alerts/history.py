@@ -9,7 +9,6 @@ last committed step left off.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from revopipe.events import Tags
+from revopipe.state import open_sqlite
 from revopipe_plugins.alerts.lifecycle import Acknowledged, Alert, Event, State, Transition
 
 __all__ = ["History", "HistoryEntry"]
@@ -63,10 +63,7 @@ class History:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         # autocommit mode: transactions are opened explicitly in `record`
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
         # one connection shared by the evaluation loop and CLI/API readers
         self._lock = threading.Lock()
 

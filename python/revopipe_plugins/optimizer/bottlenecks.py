@@ -18,6 +18,7 @@ from revopipe_plugins.optimizer.findings import Finding, fmt, priority_for
 from revopipe_plugins.optimizer.store import SeriesStore, series_label
 
 SELF_SHARE = "profiler.function.self_share"
+SAMPLES = "profiler.samples"
 COMPONENT_LOSSES = ("revopipe.component.dropped", "revopipe.component.dead_lettered")
 
 
@@ -33,10 +34,20 @@ def _function(s: Series) -> str:
     return dict(s.tags).get("code.function", s.name)
 
 
+def _busy_enough(store: SeriesStore, s: Series, cfg: BottleneckSettings) -> bool:
+    """Whether the profiled process used enough CPU for its shares to mean something."""
+    pid = dict(s.tags).get("process.pid")
+    counts = store.select(SAMPLES, {"process.pid": pid} if pid else None)
+    if not counts or not counts[0].values:
+        return cfg.min_cpu_samples <= 0
+    recent = list(counts[0].values)[-cfg.recent :]
+    return statistics.fmean(recent) >= cfg.min_cpu_samples
+
+
 def hot_functions(store: SeriesStore, cfg: BottleneckSettings) -> list[Finding]:
     out = []
     for s in store.select(SELF_SHARE):
-        if not s.values:
+        if not s.values or not _busy_enough(store, s, cfg):
             continue
         window = list(s.values)[-cfg.recent :]
         share = statistics.fmean(window)
@@ -69,7 +80,7 @@ def growing_functions(store: SeriesStore, cfg: BottleneckSettings) -> list[Findi
     out = []
     for s in store.select(SELF_SHARE):
         parts = _split(s, cfg.recent)
-        if parts is None:
+        if parts is None or not _busy_enough(store, s, cfg):
             continue
         base, now = statistics.fmean(parts[0]), statistics.fmean(parts[1])
         if now - base < cfg.share_growth:

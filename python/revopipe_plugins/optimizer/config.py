@@ -46,6 +46,14 @@ class TrendWatch(_Table):
     threshold: float
     horizon: Duration = Field(default=24 * 3600.0, gt=0, description="report crossings within")
     points: int = Field(default=120, ge=5, le=100_000, description="latest points fitted")
+    min_span: Duration = Field(
+        default=600.0, gt=0, description="fit only once the points cover this long"
+    )
+    max_extrapolation: float = Field(
+        default=20.0,
+        gt=0,
+        description="forecast at most this many times the span the points cover",
+    )
 
     @field_validator("threshold")
     @classmethod
@@ -70,6 +78,12 @@ class LeakSettings(_Table):
 class BottleneckSettings(_Table):
     hot_share: float = Field(
         default=0.30, gt=0.0, le=1.0, description="a function at or above this self share is hot"
+    )
+    min_cpu_samples: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="on-CPU samples per second a process needs before its functions can be "
+        "hot (10/s at 100 Hz = 10 % of a core): shares of an idle process are noise",
     )
     share_growth: float = Field(
         default=0.10, gt=0.0, le=1.0, description="self-share growth over the baseline reported"

@@ -10,12 +10,12 @@ Both are readable without the pipeline running (the CLI falls back to the file).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from revopipe.state import open_sqlite
 from revopipe_plugins.optimizer.findings import PRIORITY_ORDER, Finding
 
 _SCHEMA = """
@@ -69,10 +69,7 @@ class Step:
 class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -54,7 +54,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 __all__ = ["LeakVerdict", "assess", "format_quantity"]
 
@@ -236,6 +235,10 @@ def assess(
             False, 0.0, 1.0, 0.0, 0.0, 0.0, f"constant at {format_quantity(float(v[0]), unit)}"
         )
     t, v = _reduce(t, v)
+
+    # imported here: scipy.stats takes about a second to import, and every `revopipe`
+    # command loads this plugin
+    from scipy import stats
 
     mk = stats.kendalltau(t, v, alternative="greater")
     p = float(mk.pvalue)

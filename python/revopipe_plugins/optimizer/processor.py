@@ -26,7 +26,12 @@ from revopipe.batch import Batch, MetricBatchBuilder
 from revopipe.components import ControlError, ControlMode, Processor
 from revopipe.events import MetricKind, Recommendation
 from revopipe.plugins import default_registry
-from revopipe_plugins.optimizer.bottlenecks import COMPONENT_LOSSES, DETECTORS, SELF_SHARE
+from revopipe_plugins.optimizer.bottlenecks import (
+    COMPONENT_LOSSES,
+    DETECTORS,
+    SAMPLES,
+    SELF_SHARE,
+)
 from revopipe_plugins.optimizer.config import OptimizerConfig
 from revopipe_plugins.optimizer.engine import ActionEngine
 from revopipe_plugins.optimizer.findings import Finding
@@ -38,6 +43,7 @@ from revopipe_plugins.optimizer.store import SeriesStore
 # what the built-in rules and actions read, besides the configured watches
 _ALWAYS = (
     SELF_SHARE,
+    SAMPLES,
     "*.p50",
     "*.p99",
     *COMPONENT_LOSSES,

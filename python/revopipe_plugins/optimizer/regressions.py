@@ -82,16 +82,16 @@ def trends(store: SeriesStore, watches: list[TrendWatch]) -> list[Finding]:
         for s in store.select_glob(w.metric, w.tags):
             values = list(s.values)[-w.points :]
             times = list(s.times)[-w.points :]
-            if len(values) < 5 or times[-1] - times[0] <= 0:
-                continue
+            span = times[-1] - times[0] if len(times) >= 5 else 0.0
+            if span < w.min_span:
+                continue  # a line through a few minutes says little about the next hours
             current = values[-1]
             if current >= w.threshold:
                 continue  # already there: that is an alert's job, not a forecast
             eta = time_to_threshold(times, values, w.threshold)
-            if eta is None or eta > w.horizon:
+            if eta is None or eta > w.horizon or eta > w.max_extrapolation * span:
                 continue
             label = series_label(s.name, s.tags)
-            span = times[-1] - times[0]
             out.append(
                 Finding(
                     key=f"trend:{label}>={w.threshold:g}",

@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 
 from revopipe.notify import Channel, Delivery, Notification
+from revopipe.state import open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,8 @@ class Outbox:
         self._wake: anyio.Event | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Worker threads take turns on one connection under _lock.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an enqueue that returned must survive power loss, not only a process kill.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA, synchronous="FULL")
 
     # -- plumbing ---------------------------------------------------------------------
 

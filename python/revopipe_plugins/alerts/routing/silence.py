@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from revopipe.state import open_sqlite
 from revopipe_plugins.alerts.routing.matchers import Matcher, matches_all, parse_matchers
 
 __all__ = ["Silence", "SilenceStore"]
@@ -88,10 +88,7 @@ class SilenceStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
         self._version = -1
         self._cache: list[Silence] = []  # not yet expired at the last load
 

@@ -85,13 +85,19 @@ class _Plugin:
         return [SetDelay]
 
 
-def _config(tmp_path: Path, mode: str, start_delay: float, to: float) -> dict[str, Any]:
+def _optimizer_config(
+    tmp_path: Path,
+    action: str,
+    table: dict[str, Any],
+    sources: dict[str, Any],
+    sinks: dict[str, Any],
+    mode: str = "apply",
+) -> dict[str, Any]:
+    """`sources` and `sinks` plus revopipe's own counters (`internal`) into an optimizer
+    that evaluates every 300 ms and judges a change over 2 s."""
     return {
         "pipeline": {"data_dir": str(tmp_path), "drain_timeout": "5s"},
-        "sources": {
-            "gen": {"type": "generate", "batch_size": 20, "interval": "5ms"},
-            "self": {"type": "internal", "interval": "200ms"},
-        },
+        "sources": {"self": {"type": "internal", "interval": "200ms"}, **sources},
         "processors": {
             "opt": {
                 "type": "optimizer",
@@ -101,18 +107,26 @@ def _config(tmp_path: Path, mode: str, start_delay: float, to: float) -> dict[st
                 "trends": [],
                 "actions": {
                     "mode": mode,
-                    "use": ["set_delay"],
+                    "use": [action],
                     "measure_for": "2s",
                     "cooldown": "1h",
-                    "set_delay": {"target": "slow", "to": to},
+                    action: table,
                 },
             }
         },
-        "sinks": {
-            "slow": {"type": "slowable", "inputs": ["gen"], "delay": start_delay},
-            "hole": {"type": "blackhole", "inputs": ["opt"]},
-        },
+        "sinks": {"hole": {"type": "blackhole", "inputs": ["opt"]}, **sinks},
     }
+
+
+def _config(tmp_path: Path, mode: str, start_delay: float, to: float) -> dict[str, Any]:
+    return _optimizer_config(
+        tmp_path,
+        "set_delay",
+        {"target": "slow", "to": to},
+        {"gen": {"type": "generate", "batch_size": 20, "interval": "5ms"}},
+        {"slow": {"type": "slowable", "inputs": ["gen"], "delay": start_delay}},
+        mode,
+    )
 
 
 async def _run_until_judged(pipeline: Pipeline, limit: float = 30.0) -> list[dict[str, Any]]:
@@ -202,3 +216,57 @@ def test_a_bad_action_table_is_a_config_error_naming_the_key(tmp_path: Path) -> 
     cfg["processors"]["opt"]["actions"]["set_delay"] = {"target": "slow", "to": "fast"}
     with pytest.raises(ConfigInvalid, match=r"actions.set_delay: to: Input should be"):
         load_dict(cfg, registry)
+
+
+# -- the built-in actions, in real pipelines --------------------------------------------
+
+
+def _builtin(
+    tmp_path: Path,
+    action: str,
+    table: dict[str, Any],
+    sources: dict[str, Any],
+    sinks: dict[str, Any],
+) -> Pipeline:
+    registry = build_registry([("action-tests", _Plugin())])
+    config = _optimizer_config(tmp_path, action, table, sources, sinks)
+    return Pipeline(load_dict(config, registry), registry)
+
+
+@pytest.mark.anyio
+async def test_sink_batch_raises_batch_max_of_a_busy_sink_and_keeps_it(tmp_path: Path) -> None:
+    # 10 ms per write whatever its size: merging queued batches makes each event cheaper
+    pipeline = _builtin(
+        tmp_path,
+        "sink_batch",
+        {"window": 2.0, "busy_share": 0.5, "factor": 4},
+        {"gen": {"type": "generate", "batch_size": 5, "interval": "1ms"}},
+        {"slow": {"type": "slowable", "inputs": ["gen"], "delay": 0.01}},
+    )
+    audit = await _run_until_judged(pipeline)
+    assert [r["step"] for r in audit] == ["applied", "kept"], audit
+    assert audit[0]["component"] == "slow"
+    assert audit[0]["changes"] == {"batch_max": 4} and audit[0]["previous"] == {"batch_max": 1}
+    assert audit[1]["after"] < audit[1]["before"] / 2  # busy seconds per event
+    assert pipeline.spec.components["slow"].config.batch_max == 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_collection_interval_lengthens_the_busiest_source(tmp_path: Path) -> None:
+    pipeline = _builtin(
+        tmp_path,
+        "collection_interval",
+        {"cpu_budget": 0.0001, "window": 2.0},
+        {"host": {"type": "system", "interval": "100ms"}},
+        {},
+    )
+    audit = await _run_until_judged(pipeline)
+    applied, verdict = audit
+    # the source collecting most often, doubled; judged by revopipe's CPU
+    assert applied["component"] == "host" and applied["changes"] == {"interval": 0.2}
+    assert applied["measure"] == "revopipe CPU (cores)" and applied["before"] > 0.0001
+    # this test process's CPU has other users too, so either verdict is possible; the live
+    # config must match the one recorded
+    live = pipeline.spec.components["host"].config.interval  # type: ignore[attr-defined]
+    assert verdict["step"] in ("kept", "reverted")
+    assert live == (0.2 if verdict["step"] == "kept" else 0.1)

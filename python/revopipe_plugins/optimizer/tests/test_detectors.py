@@ -130,6 +130,19 @@ def test_disk_filling_up_is_forecast() -> None:
     assert trends(flat, [TrendWatch(metric="system.*", threshold=0.95)]) == []
 
 
+def test_a_few_minutes_of_points_do_not_forecast_hours() -> None:
+    # the same 1 %-per-step climb over 2 minutes: too short to read a trend from (min_span),
+    # and hours away would be 100x what was seen (max_extrapolation)
+    s = store_with("system.memory.utilization", 0.5 + 0.01 * np.arange(24), step=5.0)
+    watch = TrendWatch(metric="system.memory.utilization", threshold=0.95, horizon="6h")
+    assert trends(s, [watch]) == []
+    short = TrendWatch(
+        metric="system.memory.utilization", threshold=0.95, horizon="6h", min_span="1m"
+    )
+    (f,) = trends(s, [short])  # 22 steps of 5 s ahead: within 20x the 115 s seen
+    assert f.title == "system.memory.utilization reaches 0.95 in 110 s"
+
+
 # -- leaks ----------------------------------------------------------------------------
 
 
@@ -157,21 +170,51 @@ def test_one_jump_in_memory_is_not_a_leak() -> None:
 # -- bottlenecks ----------------------------------------------------------------------
 
 
-def test_hot_function_above_the_share() -> None:
+def profiled(samples_per_window: float, windows: int = 6) -> SeriesStore:
+    """A store with the profiler's cumulative sample counter of process 7 (10 s windows)."""
     s = SeriesStore(["*"], history=100, max_series=10)
-    add(s, "profiler.function.self_share", [0.7] * 6, {"code.function": "app:hot"})
-    add(s, "profiler.function.self_share", [0.1] * 6, {"code.function": "app:cold"})
+    add(s, "profiler.samples", np.arange(windows + 1) * samples_per_window, {"process.pid": "7"},
+        counter=True)  # fmt: skip
+    return s
+
+
+def test_hot_function_above_the_share() -> None:
+    s = profiled(samples_per_window=900)
+    add(
+        s,
+        "profiler.function.self_share",
+        [0.7] * 6,
+        {"code.function": "app:hot", "process.pid": "7"},
+    )
+    add(
+        s,
+        "profiler.function.self_share",
+        [0.1] * 6,
+        {"code.function": "app:cold", "process.pid": "7"},
+    )
     (f,) = hot_functions(s, CFG)
     assert f.title == "app:hot takes 70 % of CPU samples" and f.priority == "high"
 
 
-def test_function_share_growth_over_its_baseline() -> None:
-    s = store_with(
-        "profiler.function.self_share", [0.1] * 10 + [0.3] * 5, {"code.function": "app:f"}
+def test_shares_of_an_idle_process_are_not_hot() -> None:
+    s = profiled(samples_per_window=30)  # 3 samples/s: 3 % of a core at 100 Hz
+    add(
+        s,
+        "profiler.function.self_share",
+        [0.7] * 6,
+        {"code.function": "app:hot", "process.pid": "7"},
     )
+    assert hot_functions(s, CFG) == []
+
+
+def test_function_share_growth_over_its_baseline() -> None:
+    f_tags = {"code.function": "app:f", "process.pid": "7"}
+    s = profiled(samples_per_window=900, windows=15)
+    add(s, "profiler.function.self_share", [0.1] * 10 + [0.3] * 5, f_tags)
     (f,) = growing_functions(s, CFG)
     assert f.title == "app:f grew from 10 % to 30 % of CPU samples"
-    steady = store_with("profiler.function.self_share", [0.3] * 15, {"code.function": "app:f"})
+    steady = profiled(samples_per_window=900, windows=15)
+    add(steady, "profiler.function.self_share", [0.3] * 15, f_tags)
     assert growing_functions(steady, CFG) == []
 
 

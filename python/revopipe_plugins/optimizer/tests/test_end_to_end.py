@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,12 @@ import pytest
 import tomli_w
 
 import revopipe
-from revopipe_plugins.memory.tests.test_memory import LEAKY, STABLE, spawn
+from revopipe_plugins.memory.tests.test_memory import (  # the fixture, too
+    LEAKY,
+    STABLE,
+    children,  # noqa: F401
+    spawn,
+)
 
 REVOPIPE = [sys.executable, "-m", "revopipe"]
 
@@ -32,21 +36,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
-
-
 def _leak_keys(rows: list[dict[str, Any]]) -> set[str]:
     return {r["key"] for r in rows if r["detector"] == "memory_leak"}
 
 
 def test_planted_leak_is_recommended_and_the_stable_process_is_not(
-    tmp_path: Path, children: list[subprocess.Popen[str]]
+    tmp_path: Path,
+    children: list[subprocess.Popen[str]],  # noqa: F811 (the fixture imported above)
 ) -> None:
     leaky = spawn(LEAKY, "optimizer-e2e-leaky")
     stable = spawn(STABLE, "optimizer-e2e-stable")

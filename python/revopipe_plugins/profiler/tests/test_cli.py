@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,21 +10,9 @@ import pytest
 
 from revopipe_plugins.profiler.export import SPEEDSCOPE_SCHEMA, parse_collapsed
 from revopipe_plugins.profiler.report import functions_from_stacks
+from revopipe_plugins.profiler.tests.clirun import WORKLOAD, profile_cmd, run
 
 pytestmark = pytest.mark.slow
-
-WORKLOAD = Path(__file__).with_name("workload.py")
-TIMEOUT = 120
-
-
-def profile_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "revopipe", "profile", *args]
-
-
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def speedscope_self_shares(doc: dict[str, object]) -> dict[str, float]:

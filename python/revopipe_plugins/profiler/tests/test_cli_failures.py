@@ -14,21 +14,9 @@ import pytest
 
 from revopipe_plugins.profiler.bootstrap import ENV_CHECKPOINT
 from revopipe_plugins.profiler.export import parse_collapsed
+from revopipe_plugins.profiler.tests.clirun import TIMEOUT, WORKLOAD, profile_cmd, run
 
 pytestmark = pytest.mark.slow
-
-WORKLOAD = Path(__file__).with_name("workload.py")
-TIMEOUT = 120
-
-
-def profile_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "revopipe", "profile", *args]
-
-
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def test_crashing_child_exit_code_and_profile(tmp_path: Path) -> None:
