@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -98,12 +99,28 @@ path = "{tmp_path}"
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    # The sink's start failure is logged once the pipeline runs, and so once the signal
+    # handlers are in place (a fixed sleep was not enough on a loaded machine).
+    lines: list[str] = []
+    failed = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "IsADirectoryError" in line:
+                failed.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert failed.wait(60), "".join(lines)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     assert proc.poll() is None, "the first signal only starts a drain"
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
+    reader.join(10)
+    stderr = "".join(lines)
     assert proc.returncode == 1
     assert "second signal: stopping now" in stderr
     assert "IsADirectoryError" in stderr

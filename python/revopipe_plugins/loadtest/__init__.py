@@ -9,7 +9,7 @@ import click
 
 from revopipe.components import ComponentClass
 from revopipe.plugins import hookimpl
-from revopipe_plugins.loadtest.cli import loadtest
+from revopipe_plugins.loadtest.cli import loadtest, loadtest_history
 from revopipe_plugins.loadtest.source import LoadTestSource
 
 
@@ -21,3 +21,4 @@ def revopipe_component_types() -> Sequence[ComponentClass]:
 @hookimpl
 def revopipe_register_commands(cli: click.Group) -> None:
     cli.add_command(loadtest)
+    cli.add_command(loadtest_history)

@@ -2,12 +2,18 @@
 print a summary, check thresholds, compare with a saved baseline, write a report.
 
 Exit status: 0 all thresholds passed and no regression against the baseline; 1 a threshold
-failed or the run regressed; 2 bad arguments. CI gates on it like on k6."""
+failed or the run regressed (or, with `--fail-on-history-regression`, the run history shows
+a recent shift to worse); 2 bad arguments. CI gates on it like on k6.
+
+Every completed run is also recorded in the run history (`history.py`), and
+`revopipe loadtest-history NAME` lists the runs with their change points."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,17 @@ from revopipe_plugins.loadtest.baseline import (
     Comparison,
     Run,
     compare,
+)
+from revopipe_plugins.loadtest.history import (
+    DB_FILE,
+    DEFAULT_METRICS,
+    DEFAULT_PVALUE,
+    METRICS,
+    Analysis,
+    HistoryError,
+    RecordedRun,
+    RunHistory,
+    analyse,
 )
 from revopipe_plugins.loadtest.plan import LoadTestPlan
 from revopipe_plugins.loadtest.report import write_report
@@ -58,7 +75,8 @@ def _live_text(snap: Snapshot) -> str:
 
 def _run(
     plan: LoadTestPlan, console: Console, quiet: bool, watch: psutil.Process | None
-) -> tuple[dict[str, Any], list[Snapshot]]:
+) -> tuple[dict[str, Any], list[Snapshot], bool]:
+    """(summary, snapshots, whether Ctrl-C stopped the run early)."""
     duration = plan.schedule().duration
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -70,6 +88,7 @@ def _run(
     )
     with LoadRun(plan) as run, Progress(*columns, console=console, disable=quiet) as progress:
         task = progress.add_task(f"{plan.test} ({plan.resolved_model})", total=duration, stats="")
+        stopped = False
         try:
             for snap in run:
                 if watch is not None:
@@ -80,8 +99,9 @@ def _run(
         except KeyboardInterrupt:
             # Ctrl-C ends the test early; the summary covers what ran.
             run.stop()
+            stopped = True
             console.print("[yellow]stopped early (Ctrl-C); summarising what ran")
-        return run.summary(), run.snapshots
+        return run.summary(), run.snapshots, stopped
 
 
 def _summary_table(summary: dict[str, Any]) -> Table:
@@ -128,6 +148,43 @@ def _comparison_table(name: str, c: Comparison) -> Table:
     return table
 
 
+_DIRECTION_STYLE = {"regression": "bold red", "improvement": "green", "shift": "yellow"}
+
+
+def _record(
+    data_dir: Path,
+    name: str,
+    summary: dict[str, Any],
+    started: float,
+    plan: LoadTestPlan,
+    pvalue: float,
+    console: Console,
+) -> Analysis | None:
+    """Record the run, then look for change points across the test's runs. A history that
+    cannot be written is a warning: the run itself happened and its gates still count."""
+    try:
+        with RunHistory.for_data_dir(data_dir) as store:
+            store.record(name, summary, started=started, test=plan.test, model=plan.resolved_model)
+            runs = store.runs(name)
+    except HistoryError as exc:
+        console.print(f"[yellow]{exc}")
+        return None
+    return analyse(runs, pvalue=pvalue)
+
+
+def _print_history(console: Console, history: Analysis) -> None:
+    if not history.ran:
+        console.print(f"[dim]{history.message}")
+        return
+    if not history.recent:
+        console.print(
+            f"run history: no recent shift in {', '.join(history.metrics)} across "
+            f"{history.runs} runs (E-divisive means, false-positive rate <= {history.pvalue:g})"
+        )
+    for shift in history.recent:
+        console.print(shift.text(), style=_DIRECTION_STYLE[shift.direction], markup=False)
+
+
 @click.command("loadtest")
 @click.argument("urls", nargs=-1, required=True)
 @click.option(
@@ -171,6 +228,19 @@ def _comparison_table(name: str, c: Comparison) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--watch-pid", type=int, help="track this process's memory (the server's)")
 @click.option("--seed", type=int, default=0, show_default=True, help="request mix seed")
+@click.option("--no-history", is_flag=True, help="do not record this run in the run history")
+@click.option(
+    "--history-pvalue",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_PVALUE,
+    show_default=True,
+    help="false-positive rate of the change-point check across runs",
+)
+@click.option(
+    "--fail-on-history-regression",
+    is_flag=True,
+    help="exit 1 when the run history shows a recent shift to worse",
+)
 def loadtest(
     urls: tuple[str, ...],
     test: str,
@@ -196,6 +266,9 @@ def loadtest(
     as_json: bool,
     watch_pid: int | None,
     seed: int,
+    no_history: bool,
+    history_pvalue: float,
+    fail_on_history_regression: bool,
 ) -> None:
     """Load-test URLS (several: an equal mix) with the Rust generator."""
     header_map: dict[str, str] = {}
@@ -234,7 +307,8 @@ def loadtest(
             raise click.BadParameter(
                 f"no process {watch_pid}: {exc}", param_hint="--watch-pid"
             ) from None
-    summary, snapshots = _run(plan, console, as_json, watch)
+    started = time.time()
+    summary, snapshots, stopped = _run(plan, console, as_json, watch)
     drifts = [
         d
         for d in (drift(snapshots, "latency.p99"), drift(snapshots, "memory_rss"))
@@ -262,6 +336,14 @@ def loadtest(
                 )
     except BaselineError as exc:
         raise click.ClickException(f"loadtest baseline: {exc}") from None
+
+    history: Analysis | None = None
+    if not no_history:
+        if stopped:
+            # a run cut short is not comparable with the full runs of the same test
+            console.print("[yellow]not recorded in the run history: the run was stopped early")
+        else:
+            history = _record(data_dir, name, summary, started, plan, history_pvalue, console)
 
     written: Path | None = None
     if not no_report:
@@ -292,6 +374,7 @@ def loadtest(
             }
         out["report"] = str(written) if written else None
         out["drift"] = {d.metric: {"first": d.first, "last": d.last} for d in drifts}
+        out["history"] = history.to_json() if history is not None else None
         click.echo(json.dumps(out, indent=2))
     else:
         console.print(_summary_table(summary))
@@ -304,8 +387,140 @@ def loadtest(
                 f"drift of {d.metric}: {d.first:.4g} over the first 10 % of the run, "
                 f"{d.last:.4g} over the last ({d.relative:+.1%})"
             )
+        if history is not None:
+            _print_history(console, history)
         if written:
             console.print(f"report: {written}")
     failed = not all_ok(results) or (comparison is not None and comparison.verdict == "regressed")
+    if fail_on_history_regression and history is not None and history.regressions:
+        failed = True
     if failed:
         raise SystemExit(1)
+
+
+def _history_table(name: str, runs: list[RecordedRun], history: Analysis) -> Table:
+    """One row per run, numbers without units (in the headers) to fit 80 columns; the
+    change points are marked on the run that starts each new regime, and spelled out
+    below the table."""
+    marks: dict[int, list[str]] = {}
+    styles: dict[int, str] = {}
+    for shift in history.shifts:
+        change = f"{shift.magnitude:+.0%}" if math.isfinite(shift.magnitude) else "from 0"
+        marks.setdefault(shift.run.seq, []).append(f"{shift.metric} {change}")
+        if shift.direction == "regression" or shift.run.seq not in styles:
+            styles[shift.run.seq] = _DIRECTION_STYLE[shift.direction]
+    kinds = {(r.test, r.model) for r in runs}
+    headers = ["#", "UTC", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors %", "shift"]
+    if len(kinds) > 1:
+        headers.insert(2, "type")
+    table = Table(*headers, title=f"runs of {name!r}")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1e3:.2f}"
+
+    for r in runs:
+        cells = [
+            str(r.seq),
+            dt.datetime.fromtimestamp(r.started, dt.UTC).strftime("%m-%d %H:%M"),
+            f"{r.rps:.1f}",
+            ms(r.p50),
+            ms(r.p95),
+            ms(r.p99),
+            "-" if r.error_rate is None else f"{r.error_rate * 100:.2f}",
+            ", ".join(marks.get(r.seq, [])),
+        ]
+        if len(kinds) > 1:
+            cells.insert(2, f"{r.test}/{r.model}")
+        table.add_row(*cells, style=styles.get(r.seq))
+    return table
+
+
+@click.command("loadtest-history")
+@click.argument("name", required=False)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".revopipe",
+    show_default=True,
+    help="the data_dir the runs were recorded under",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the runs and change points as JSON")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    type=click.Choice(list(METRICS)),
+    help=f"metric to look for change points in (repeat; default: {', '.join(DEFAULT_METRICS)})",
+)
+@click.option(
+    "--pvalue",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_PVALUE,
+    show_default=True,
+    help="false-positive rate of the change-point check (over all metrics)",
+)
+@click.option(
+    "--last", type=click.IntRange(min=1), help="show only the last N runs (detection uses all)"
+)
+def loadtest_history(
+    name: str | None,
+    data_dir: Path,
+    as_json: bool,
+    metrics: tuple[str, ...],
+    pvalue: float,
+    last: int | None,
+) -> None:
+    """The recorded runs of load test NAME (its --name, default its URL) with the change
+    points across them (E-divisive means); without NAME, the recorded names. Reads the
+    SQLite file directly: no pipeline needs to run."""
+    db = data_dir / DB_FILE
+    if not db.exists():
+        raise click.ClickException(
+            f"loadtest-history: no run history at {db}; run `revopipe loadtest URL "
+            f"--data-dir {data_dir}` first, or pass the --data-dir it used"
+        )
+    try:
+        with RunHistory(db) as store:
+            names = store.names()
+            runs = store.runs(name) if name is not None else []
+    except HistoryError as exc:
+        raise click.ClickException(f"loadtest-history: {exc}") from None
+    if name is None:
+        if as_json:
+            click.echo(json.dumps({"database": str(db), "names": names}, indent=2))
+            return
+        table = Table("name", "runs", title=f"load tests recorded in {db}")
+        for n, count in names.items():
+            table.add_row(n, str(count))
+        Console().print(table)
+        return
+    if not runs:
+        known = ", ".join(repr(n) for n in names) or "none"
+        raise click.ClickException(
+            f"loadtest-history: no runs named {name!r} in {db} (recorded: {known}); pass the "
+            "--name (or URL) the runs used"
+        )
+    analysis = analyse(runs, metrics or DEFAULT_METRICS, pvalue=pvalue)
+    shown = runs[-last:] if last else runs
+    if as_json:
+        out = {
+            "name": name,
+            "database": str(db),
+            "runs": [r.to_json() for r in shown],
+            "analysis": analysis.to_json(),
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    console = Console()
+    console.print(_history_table(name, shown, analysis))
+    if not analysis.ran:
+        console.print(f"[dim]{analysis.message}")
+    elif not analysis.shifts:
+        console.print(
+            f"no change point in {', '.join(analysis.metrics)} across {analysis.runs} runs "
+            f"(E-divisive means, false-positive rate <= {analysis.pvalue:g})"
+        )
+    for shift in analysis.shifts:
+        # earlier change points are history; the one that started the current regime is news
+        style = _DIRECTION_STYLE[shift.direction] if shift.recent else "dim"
+        console.print(shift.text(), style=style, markup=False)

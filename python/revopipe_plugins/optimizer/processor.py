@@ -36,8 +36,6 @@ from revopipe_plugins.optimizer.config import OptimizerConfig
 from revopipe_plugins.optimizer.engine import ActionEngine
 from revopipe_plugins.optimizer.findings import Finding
 from revopipe_plugins.optimizer.journal import Journal
-from revopipe_plugins.optimizer.leaks import leaks
-from revopipe_plugins.optimizer.regressions import change_points, trends
 from revopipe_plugins.optimizer.store import SeriesStore
 
 # what the built-in rules and actions read, besides the configured watches
@@ -132,6 +130,10 @@ class OptimizerProcessor(Processor[OptimizerConfig]):
         return Batch(b.build(), events)
 
     def _detect(self) -> list[Finding]:
+        # imported on first use: numpy and scipy would add to every `revopipe` command's start
+        from revopipe_plugins.optimizer.leaks import leaks
+        from revopipe_plugins.optimizer.regressions import change_points, trends
+
         cfg = self.config
         out: list[Finding] = []
         out.extend(change_points(self.store, cfg.changepoints, cfg.pvalue))

@@ -28,7 +28,6 @@ def key(function: str, module: str = __name__, **extra: str) -> tuple[tuple[str,
     return tuple(sorted({"code.function": function, "code.namespace": module, **extra}.items()))
 
 
-@revopipe.profiled
 def add(a: int, b: int) -> int:
     return a + b
 
@@ -48,7 +47,10 @@ def test_bare_sync_counts_every_call_in_seconds() -> None:
 
 
 def test_module_level_function_and_arguments_pass_through() -> None:
-    assert add(2, b=3) == 5
+    # decorated here, not at import: other tests drop every instrument
+    # (`_core.reset_instruments()`), which would leave an import-time handle uncollected
+    profiled_add = revopipe.profiled(add)
+    assert profiled_add(2, b=3) == 5
     assert readings()[key("add")]["count"] == 1
 
 
