@@ -85,8 +85,9 @@ def test_planted_leak_is_recommended_and_the_stable_process_is_not(
         r = _cli("recommendations", "-c", str(config), "--json", "--all")
         assert r.returncode == 0, r.stderr
         rows = json.loads(r.stdout)
-        label = f'process.executable.name="python",process.pid="{leaky.pid}"'
-        assert _leak_keys(rows) == {f"leak:process.memory.usage{{{label}}}"}
+        # exactly one leak, the planted one (the executable's name depends on the venv)
+        (key,) = _leak_keys(rows)
+        assert key.startswith("leak:process.memory.usage{") and f'process.pid="{leaky.pid}"' in key
         (rec,) = [x for x in rows if x["detector"] == "memory_leak"]
         assert rec["priority"] in ("high", "medium") and rec["confidence"] > 0.99
         assert "steadily" in rec["evidence"]["reason"]
