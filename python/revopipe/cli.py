@@ -218,8 +218,8 @@ def validate(config: Path) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
-    """List installed plugins and the component types, notification channels and optimizer
-    actions each provides."""
+    """List installed plugins and the component types, notification channels, optimizer
+    actions and dashboard widgets each provides."""
     registry = _registry()
     if as_json:
         click.echo(
@@ -239,6 +239,9 @@ def plugins(as_json: bool) -> None:
                         "actions": [
                             {"type": a.name, "description": a.description} for a in p.actions
                         ],
+                        "widgets": [
+                            {"type": w.name, "description": w.description} for w in p.widgets
+                        ],
                     }
                     for p in registry.plugins
                 ],
@@ -254,6 +257,8 @@ def plugins(as_json: bool) -> None:
             click.echo(f"    {'channel':<9} {c.name:<20} {c.description}")
         for a in p.actions:
             click.echo(f"    {'action':<9} {a.name:<20} {a.description}")
+        for w in p.widgets:
+            click.echo(f"    {'widget':<9} {w.name:<20} {w.description}")
     for name, error in registry.failed.items():
         click.echo(f"{name}  FAILED TO LOAD: {error}")
 

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from revopipe.batch import Batch
+from revopipe.config.redact import Redactor
 from revopipe.config.schema import ComponentConfig, ProcessorConfig, SinkConfig, SourceConfig
 from revopipe.runtime.stats import ComponentStats
 from revopipe.tuning import NoTuning, Tunable, Tuning
 
 if TYPE_CHECKING:
+    from revopipe.health import PipelineHealth
     from revopipe.plugins import Registry
 
 Kind = Literal["source", "processor", "sink"]
@@ -62,6 +64,19 @@ class ComponentContext:
     registry: Registry | None = None
     """The plugin registry the pipeline was built with, for components that look up
     classes other plugins provide (channels, optimizer actions)."""
+    control: Callable[[str, str, Mapping[str, Any]], Awaitable[Any]] | None = None
+    """`control(component, action, params)`: another component's control action, as the
+    control API would call it (e.g. a dashboard acknowledging an alert); raises
+    `ControlError`. None outside a pipeline."""
+    config_of: Callable[[str], ComponentConfig | None] | None = None
+    """Another component's validated config by name (e.g. where a sqlite sink keeps its
+    file), or None for no such component."""
+    redactor: Redactor = field(default_factory=Redactor)
+    """The config's secret masker: a component that shows text to people (a web page, an
+    API) passes every string through `redactor.text`."""
+    health: Callable[[], PipelineHealth] | None = None
+    """The pipeline's health as `/readyz` judges it (components and monitored services,
+    `revopipe.health`). None outside a pipeline."""
 
 
 class Component(Generic[C]):

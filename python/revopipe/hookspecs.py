@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from revopipe.actions import Action
     from revopipe.components import ComponentClass
     from revopipe.notify import Channel
+    from revopipe.widgets import WidgetClass
 
 hookspec = pluggy.HookspecMarker("revopipe")
 
@@ -61,6 +62,21 @@ def revopipe_optimizer_actions() -> Sequence[type[Action[Any]]]:
     type_name must be unique across all installed plugins, or loading fails naming both
     plugins. Actions change only tunable config keys of the running pipeline, and only
     when the optimizer's ``actions.mode`` is ``"apply"``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def revopipe_dashboard_widgets() -> Sequence[WidgetClass]:
+    """Called once when the plugin manager loads, to build the dashboard widget registry.
+
+    Return the widget classes (subclasses of ``revopipe.widgets.Widget``) this plugin
+    provides. Each names itself with ``type_name`` (the ``type`` of a
+    ``[[sinks.<dashboard>.widgets]]`` entry) and its config model with ``Config`` (a
+    ``WidgetConfig`` subclass); the type_name must be unique across all installed
+    plugins, or loading fails naming both plugins. A widget returns a JSON-serialisable
+    dict the page draws from generic keys (cards, figure, table), so it needs no
+    JavaScript of its own.
     """
     raise NotImplementedError
 

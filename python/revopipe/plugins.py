@@ -1,5 +1,5 @@
-"""Plugin discovery and the registries of component types, notification channels and
-optimizer actions.
+"""Plugin discovery and the registries of component types, notification channels,
+optimizer actions and dashboard widgets.
 
 Built-in plugins and third-party plugins are found the same way: entry points in the
 ``revopipe`` group. The core never imports a plugin by name.
@@ -22,6 +22,7 @@ from revopipe.actions import Action
 from revopipe.components import Component, ComponentClass, Kind
 from revopipe.config.errors import did_you_mean
 from revopipe.notify import Channel
+from revopipe.widgets import Widget, WidgetClass
 
 ENTRY_POINT_GROUP = "revopipe"
 hookimpl = pluggy.HookimplMarker("revopipe")
@@ -38,6 +39,10 @@ class UnknownChannelType(PluginError, LookupError):
 
 class UnknownActionType(PluginError, LookupError):
     """No installed plugin provides the requested optimizer action type."""
+
+
+class UnknownWidgetType(PluginError, LookupError):
+    """No installed plugin provides the requested dashboard widget type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,7 @@ class PluginInfo:
     types: tuple[ComponentType, ...]
     channels: tuple[NamedType, ...] = ()
     actions: tuple[NamedType, ...] = ()
+    widgets: tuple[NamedType, ...] = ()
 
 
 class Registry:
@@ -97,6 +103,7 @@ class Registry:
         }
         self._channels: dict[str, NamedType] = {c.name: c for p in plugins for c in p.channels}
         self._actions: dict[str, NamedType] = {a.name: a for p in plugins for a in p.actions}
+        self._widgets: dict[str, NamedType] = {w.name: w for p in plugins for w in p.widgets}
 
     def get(self, kind: Kind, name: str) -> ComponentType | None:
         return self._types.get((kind, name))
@@ -143,6 +150,24 @@ class Registry:
         raise UnknownActionType(
             f"{prefix}unknown optimizer action {name!r}{did_you_mean(name, known)}; "
             f"known actions: {', '.join(known) or 'none installed'}; install the plugin "
+            "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
+        )
+
+    def widget_names(self) -> list[str]:
+        return sorted(self._widgets)
+
+    def widget_class(self, name: str, *, where: str = "") -> WidgetClass:
+        """The dashboard widget class registered as `name`; raises `UnknownWidgetType`
+        naming the known types and the fix, prefixed by `where` when given."""
+        found = self._widgets.get(name)
+        if found is not None:
+            cls: WidgetClass = found.cls
+            return cls
+        known = self.widget_names()
+        prefix = f"{where}: " if where else ""
+        raise UnknownWidgetType(
+            f"{prefix}unknown dashboard widget type {name!r}{did_you_mean(name, known)}; "
+            f"known widget types: {', '.join(known) or 'none installed'}; install the plugin "
             "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
         )
 
@@ -219,6 +244,7 @@ def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()
     seen: dict[tuple[str, str], str] = {}
     seen_channels: dict[str, str] = {}
     seen_actions: dict[str, str] = {}
+    seen_widgets: dict[str, str] = {}
 
     def register(name: str, plugin: object, dist: str, version: str) -> None:
         pm.register(plugin, name=name)
@@ -237,7 +263,9 @@ def build_registry(extra_plugins: Iterable[tuple[str, ModuleType | object]] = ()
         _claim(seen_channels, channels, name, "notification channel")
         actions = _named_of(plugin, name, "revopipe_optimizer_actions", Action, "action class")
         _claim(seen_actions, actions, name, "optimizer action")
-        infos.append(PluginInfo(name, dist, version, types, channels, actions))
+        widgets = _named_of(plugin, name, "revopipe_dashboard_widgets", Widget, "widget class")
+        _claim(seen_widgets, widgets, name, "dashboard widget")
+        infos.append(PluginInfo(name, dist, version, types, channels, actions, widgets))
 
     failed: dict[str, str] = {}
     eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)

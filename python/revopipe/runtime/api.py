@@ -9,8 +9,16 @@ between two steps of the runtime and never sees a half-updated snapshot. Off unl
 
 Endpoints (GET, JSON):
 
-- `/api/v1/health`: the pipeline's status (the worst of its components') and each
-  component's health and reason; HTTP 503 while any component is unhealthy, for probes.
+- `/healthz` (liveness, for orchestrators): 200 `{"status": "alive", "uptime"}` whenever the
+  event loop answers; it never looks at components, so a failing sink does not get the
+  process killed (restarting would not fix the sink, and the supervisor already retries).
+- `/readyz` (readiness): 200 `{"status": "ready", ...}` only while the pipeline runs with
+  its sources started, is not draining, and its overall health is not unhealthy; else 503
+  `{"status": "not ready", "reasons": [...]}`.
+- `/api/v1/health`: the overall status by the rule in `revopipe.health` (unhealthy if a
+  required component or service is unhealthy, degraded if anything is degraded or an
+  optional service is unhealthy), its reason, each component's and each monitored
+  service's health and reason; HTTP 503 while the overall status is unhealthy.
 - `/api/v1/components`: every component's counters plus `timestamp`, this process's
   monotonic clock in seconds, so a client turns two polls into rates.
 - `/api/v1/pipeline`: name, version, pid, uptime, the graph's edges.
@@ -66,7 +74,6 @@ API_FILE = "api.json"
 """Written to the pipeline's data_dir while the API is up: {"url", "pid", "started"}."""
 PREFIX = "/api/v1"
 
-_SEVERITY = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 CONTROL_WAIT = 10.0
 """Seconds a control request waits for the component to finish the batch it is on."""
@@ -110,6 +117,8 @@ class ApiServer:
         control = f"{PREFIX}/components/{{name}}/control/{{action}}"
         app.add_routes(
             [
+                web.get("/healthz", self._json(liveness_payload)),
+                web.get("/readyz", self._json(readiness_payload, status_of=_ready_status)),
                 web.get(f"{PREFIX}/health", self._json(health_payload, status_of=_health_status)),
                 web.get(f"{PREFIX}/components", self._json(components_payload)),
                 web.get(f"{PREFIX}/pipeline", self._json(pipeline_payload)),
@@ -337,21 +346,48 @@ def _dumps(obj: Any) -> str:
 
 
 def health_payload(pipeline: Pipeline) -> dict[str, Any]:
+    health = pipeline.health()
     components = {
         s.name: {"kind": s.kind, "health": str(s.health), "reason": s.reason}
         for s in pipeline.component_stats()
     }
-    worst = max(
-        (s.health for s in pipeline.component_stats()),
-        key=_SEVERITY.__getitem__,
-        default=HealthStatus.HEALTHY,
-    )
+    services = {
+        e.name: {
+            "health": str(e.status),
+            "reason": e.reason,
+            "since": e.since,
+            "required": e.required,
+            "component": health.reporters.get(e.subject),
+        }
+        for e in health.services
+    }
     return {
-        "status": str(worst),
+        "status": str(health.overall.status),
+        "reason": health.overall.reason,
         "running": pipeline.running_now,
         "draining": pipeline.draining,
+        "ready": health.ready,
         "components": components,
+        "services": services,
     }
+
+
+def liveness_payload(pipeline: Pipeline) -> dict[str, Any]:
+    return {"status": "alive", "uptime": pipeline.uptime}
+
+
+def readiness_payload(pipeline: Pipeline) -> dict[str, Any]:
+    health = pipeline.health()
+    reasons = health.not_ready
+    return {
+        "status": "ready" if not reasons else "not ready",
+        "health": str(health.overall.status),
+        "reasons": reasons,
+    }
+
+
+def _ready_status(body: Mapping[str, Any]) -> int:
+    return 200 if body["status"] == "ready" else 503
 
 
 def _health_status(body: Mapping[str, Any]) -> int:

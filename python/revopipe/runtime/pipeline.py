@@ -17,8 +17,9 @@ from anyio.abc import TaskGroup
 from revopipe.batch import Batch, MetricBatch
 from revopipe.components import Component, ComponentContext, ControlError, Processor, Sink, Source
 from revopipe.config.load import load_dict, load_file, load_text
-from revopipe.config.schema import ConsumerConfig, SinkConfig
+from revopipe.config.schema import ComponentConfig, ConsumerConfig, SinkConfig
 from revopipe.config.spec import ComponentSpec, PipelineSpec
+from revopipe.health import PipelineHealth, pipeline_health
 from revopipe.plugins import Registry, default_registry
 from revopipe.runtime.deadletter import DeadLetter
 from revopipe.runtime.edges import Inbox, Outputs
@@ -196,6 +197,16 @@ class Pipeline:
         log.info("component %r retuned: %s (was %s)", component, typed, old)
         return old
 
+    def health(self) -> PipelineHealth:
+        """Every component's and monitored service's health and the overall status, by
+        the rule in `revopipe.health`; what `/api/v1/health` and `/readyz` serve."""
+        return pipeline_health(self)
+
+    @property
+    def started(self) -> bool:
+        """Running, with its sources started (False before `run()` and after it ends)."""
+        return self.running_now and self._started is not None and self._started.is_set()
+
     @property
     def draining(self) -> bool:
         return self._stop_requested is not None and self._stop_requested.is_set()
@@ -315,7 +326,15 @@ class Pipeline:
             extras=self.extras,
             tuning=self,
             registry=self.registry,
+            control=self.control,
+            config_of=self._config_of,
+            health=self.health,
+            redactor=self.spec.redactor,
         )
+
+    def _config_of(self, name: str) -> ComponentConfig | None:
+        spec = self.spec.components.get(name)
+        return spec.config if spec is not None else None
 
     def _supervisor(self, spec: ComponentSpec) -> Supervisor:
         s = self.spec.settings
