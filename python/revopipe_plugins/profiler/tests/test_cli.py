@@ -59,7 +59,10 @@ def test_collapsed_output_round_trips(tmp_path: Path) -> None:
     text = out.read_text()
     stacks = parse_collapsed(text)
     assert stacks and all(n > 0 for n in stacks.values())
-    assert all(s.startswith("MainThread;__main__:<module>:") for s in stacks)
+    # the workload's own thread under its script; a few samples may land in interpreter
+    # start-up or shutdown (site, atexit) instead
+    in_script = sum(n for s, n in stacks.items() if s.startswith("MainThread;__main__:<module>:"))
+    assert in_script >= 0.9 * sum(stacks.values()), stacks
     # parse(text) written again gives the same text: nothing lost either way
     from revopipe_plugins.profiler.export import to_collapsed
 
