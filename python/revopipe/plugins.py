@@ -141,17 +141,10 @@ class Registry:
     def action_class(self, name: str, *, where: str = "") -> type[Action[Any]]:
         """The optimizer action class registered as `name`; raises `UnknownActionType`
         naming the known types and the fix, prefixed by `where` when given."""
-        found = self._actions.get(name)
-        if found is not None:
-            cls: type[Action[Any]] = found.cls
-            return cls
-        known = self.action_names()
-        prefix = f"{where}: " if where else ""
-        raise UnknownActionType(
-            f"{prefix}unknown optimizer action {name!r}{did_you_mean(name, known)}; "
-            f"known actions: {', '.join(known) or 'none installed'}; install the plugin "
-            "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
+        cls: type[Action[Any]] = self._named(
+            self._actions, name, "optimizer action", "actions", UnknownActionType, where
         )
+        return cls
 
     def widget_names(self) -> list[str]:
         return sorted(self._widgets)
@@ -159,15 +152,30 @@ class Registry:
     def widget_class(self, name: str, *, where: str = "") -> WidgetClass:
         """The dashboard widget class registered as `name`; raises `UnknownWidgetType`
         naming the known types and the fix, prefixed by `where` when given."""
-        found = self._widgets.get(name)
+        cls: WidgetClass = self._named(
+            self._widgets, name, "dashboard widget type", "widget types", UnknownWidgetType, where
+        )
+        return cls
+
+    def _named(
+        self,
+        table: dict[str, NamedType],
+        name: str,
+        what: str,
+        plural: str,
+        error: type[PluginError],
+        where: str,
+    ) -> Any:
+        """The class registered as `name` in `table`; else `error` naming the known ones,
+        the closest match and the fix, prefixed by `where` (the config that asked)."""
+        found = table.get(name)
         if found is not None:
-            cls: WidgetClass = found.cls
-            return cls
-        known = self.widget_names()
+            return found.cls
+        known = sorted(table)
         prefix = f"{where}: " if where else ""
-        raise UnknownWidgetType(
-            f"{prefix}unknown dashboard widget type {name!r}{did_you_mean(name, known)}; "
-            f"known widget types: {', '.join(known) or 'none installed'}; install the plugin "
+        raise error(
+            f"{prefix}unknown {what} {name!r}{did_you_mean(name, known)}; "
+            f"known {plural}: {', '.join(known) or 'none installed'}; install the plugin "
             "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
         )
 
@@ -178,17 +186,15 @@ class Registry:
         """The channel class registered as `name`; raises `UnknownChannelType` naming the
         known types and the fix. `where` (e.g. "alerts channel 'oncall'") prefixes the
         message so the error points at the config that asked."""
-        found = self._channels.get(name)
-        if found is not None:
-            cls: type[Channel] = found.cls
-            return cls
-        known = self.channel_names()
-        prefix = f"{where}: " if where else ""
-        raise UnknownChannelType(
-            f"{prefix}unknown notification channel type {name!r}{did_you_mean(name, known)}; "
-            f"known channel types: {', '.join(known) or 'none installed'}; install the plugin "
-            "that provides it (`revopipe plugins` lists what is installed)" + self._broken()
+        cls: type[Channel] = self._named(
+            self._channels,
+            name,
+            "notification channel type",
+            "channel types",
+            UnknownChannelType,
+            where,
         )
+        return cls
 
 
 def _types_of(pm: pluggy.PluginManager, plugin: object, name: str) -> tuple[ComponentType, ...]:
