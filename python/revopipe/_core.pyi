@@ -237,6 +237,12 @@ class Aggregator:
     def overflow_events(self) -> int: ...
     @property
     def series_count(self) -> int: ...
+    @property
+    def open_windows(self) -> int:
+        """Windows holding events not yet flushed."""
+    @property
+    def watermark(self) -> int:
+        """End of the newest closed window in ns (very negative before any flush)."""
 
 # StatsD / DogStatsD parsing (rust/python/src/statsd.rs over revopipe_core::statsd).
 

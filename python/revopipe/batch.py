@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from revopipe.acks import Ack
 from revopipe.events import Event, Metric, MetricKind, Tags, make_tags, now_ns
 
 _batch_ids = itertools.count(1)
@@ -170,11 +171,18 @@ EMPTY_METRICS = MetricBatch()
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What crosses an edge: columnar metrics plus any other events, with an id that
-    stays the same as the batch is transformed so duplicates can be recognised."""
+    stays the same as the batch is transformed so duplicates can be recognised.
+
+    `origin` is a globally unique id given by whoever first took the batch in from
+    outside (a message bus's message id), kept through transforms so a transport can
+    deduplicate across processes. `acks` are the upstream deliveries waiting for this
+    batch to be accepted (`revopipe.acks`); the runtime moves and releases them."""
 
     metrics: MetricBatch = field(default_factory=lambda: EMPTY_METRICS)
     events: tuple[Event, ...] = ()
     id: int = field(default_factory=lambda: next(_batch_ids))
+    origin: str | None = None
+    acks: tuple[Ack, ...] = field(default=(), compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.metrics) + len(self.events)
@@ -186,7 +194,13 @@ class Batch:
             self.metrics if metrics is None else metrics,
             self.events if events is None else events,
             self.id,
+            self.origin,
+            self.acks,
         )
+
+    def with_acks(self, acks: tuple[Ack, ...]) -> Batch:
+        """The same batch carrying `acks` instead of its own."""
+        return Batch(self.metrics, self.events, self.id, self.origin, acks)
 
     def iter_dicts(self) -> Iterator[dict[str, Any]]:
         """Every event as a plain dict, metrics first (slow path: for text sinks)."""

@@ -139,7 +139,12 @@ class Source(Component[C]):
 
     async def run(self, emit: Emit) -> None:
         """Produce batches with `await emit(batch)` until cancelled. Returning ends the
-        source (a finite source); the pipeline stops once every source has ended."""
+        source (a finite source); the pipeline stops once every source has ended.
+
+        A source reading from a system that redelivers attaches `revopipe.acks.Ack`s to
+        its batches and acknowledges upstream only when they report back. Its outputs are
+        closed before `stop()` is called, so `stop()` may wait (bounded) for the acks of
+        what the drain is still writing."""
         raise NotImplementedError
 
 
@@ -148,6 +153,11 @@ class Processor(Component[C]):
     Config: ClassVar[type[ComponentConfig]] = ProcessorConfig
     tick_interval: float | None = None
     """If set, `tick()` is called this often (seconds), e.g. to close a window."""
+    holds_acks: ClassVar[bool] = False
+    """False: the runtime moves an input batch's `acks` (see `revopipe.acks`) onto what
+    `process()` returns, or releases them when it returns nothing. True: the processor
+    keeps data across calls (a window) and takes the acks over itself: it must attach them
+    to the output that carries the data (`Batch.with_acks`) or release them."""
 
     async def process(self, batch: Batch) -> Batch | Sequence[Batch] | None:
         """Transform one batch. Return what to pass downstream (None passes nothing)."""

@@ -8,6 +8,7 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from revopipe.acks import release_all, retain_all
 from revopipe.batch import Batch
 from revopipe.config.schema import WhenFull
 from revopipe.runtime.stats import ComponentStats
@@ -58,11 +59,16 @@ class Outputs:
 
     async def emit(self, batch: Batch) -> None:
         n = len(batch)
-        if n == 0:
-            return
+        if n == 0 or not self.edges:
+            # nothing to deliver, or nobody downstream: accepted as far as this branch goes
+            release_all(batch.acks)
+            if n == 0:
+                return
         if len(self.edges) == 1:
             blocked = await self._send(self.edges[0], batch, n)
         else:
+            # Every branch must accept the batch before its upstream delivery is acked.
+            retain_all(batch.acks, len(self.edges) - 1)
             # Shielded: once a batch is accepted for one consumer it is delivered to all,
             # so a drain never leaves one branch of a fan-out without a batch another has.
             blocked = False
@@ -80,7 +86,8 @@ class Outputs:
 
     @staticmethod
     async def _send(edge: Edge, batch: Batch, n: int) -> bool:
-        """Deliver to one edge; True if it awaited (and so yielded to the loop)."""
+        """Deliver to one edge; True if it awaited (and so yielded to the loop). A batch
+        the edge drops releases its acks as not accepted, so the source can redeliver."""
         awaited = False
         try:
             while True:
@@ -90,13 +97,19 @@ class Outputs:
                 except anyio.WouldBlock:
                     if edge.when_full != "block":
                         edge.consumer.dropped += n
+                        release_all(batch.acks, ok=False)
                         return awaited
                 # Cancelled here, nothing was delivered: see `Space`.
-                await edge.space.wait()
+                try:
+                    await edge.space.wait()
+                except BaseException:
+                    release_all(batch.acks, ok=False)
+                    raise
                 awaited = True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The consumer is gone (forced stop): count what it will never see.
             edge.consumer.dropped += n
+            release_all(batch.acks, ok=False)
         return awaited
 
     async def aclose(self) -> None:

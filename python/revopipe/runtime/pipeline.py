@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
+from revopipe.acks import Ack, release_all, retain_all
 from revopipe.batch import Batch, MetricBatch
 from revopipe.components import Component, ComponentContext, ControlError, Processor, Sink, Source
 from revopipe.config.load import load_dict, load_file, load_text
@@ -373,8 +374,10 @@ class Pipeline:
                     sup.failed(exc, "run")
                     await sup.restart()
         finally:
-            await sup.close()
+            # Outputs first: downstream can then drain and release the source's acks
+            # while its stop() waits for them (a message-bus source acks on the way out).
             await out.aclose()
+            await sup.close()
 
     async def _run_consumer(self, spec: ComponentSpec, inbox: Inbox, out: Outputs) -> None:
         sup = self._supervisor(spec)
@@ -428,6 +431,7 @@ class Pipeline:
         return Batch(
             MetricBatch.concat(b.metrics for b in taken),
             tuple(e for b in taken for e in b.events),
+            acks=tuple(a for b in taken for a in b.acks),
         )
 
     async def _process(self, sup: Supervisor, batch: Batch, out: Outputs, dead: DeadLetter) -> None:
@@ -444,8 +448,12 @@ class Pipeline:
                     continue
                 dead.write(batch, sup.stats.last_error)
                 sup.stats.dead_lettered += len(batch)
+                # on disk is accepted: a redelivery would only fail the same way again
+                release_all(batch.acks)
                 return
             sup.succeeded()
+            if batch.acks and not getattr(sup.spec.cls, "holds_acks", False):
+                result = _inherit_acks(result, batch.acks)
             await _forward(result, out)
             return
 
@@ -463,8 +471,10 @@ class Pipeline:
                     continue
                 dead.write(batch, sup.stats.last_error)
                 sup.stats.dead_lettered += len(batch)
+                release_all(batch.acks)
                 return
             sup.succeeded()
+            release_all(batch.acks)
             return
 
     async def _ticker(self, sup: Supervisor, out: Outputs) -> None:
@@ -529,6 +539,22 @@ def first_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def _inherit_acks(
+    result: Batch | Sequence[Batch] | None, acks: tuple[Ack, ...]
+) -> Batch | Sequence[Batch] | None:
+    """A processor's output carries its input's acks: the upstream delivery is accepted
+    once every output batch is (none at all: the processor consumed it, accepted)."""
+    outs = [] if result is None else [result] if isinstance(result, Batch) else list(result)
+    outs = [b for b in outs if len(b)]
+    if not outs:
+        release_all(acks)
+        return None
+    retain_all(acks, len(outs) - 1)
+    mine = {id(a) for a in acks}
+    # a pass-through output already carries them: never hold the same ack twice
+    return [b.with_acks((*(a for a in b.acks if id(a) not in mine), *acks)) for b in outs]
 
 
 async def _forward(result: Batch | Sequence[Batch] | None, out: Outputs) -> None:

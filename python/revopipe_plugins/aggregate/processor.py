@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from revopipe import _core
+from revopipe.acks import Ack, release_all
 from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
 from revopipe.components import Processor
 from revopipe.config import Duration, ProcessorConfig
 from revopipe.events import Event, Exemplar, HistogramSnapshot, MetricKind, Tags, make_tags
 from revopipe_plugins.aggregate.output import window_batch
+from revopipe_plugins.aggregate.partial import partial_batches, window_of
 
 MAX_EXEMPLARS = 16
 """Exemplars kept per series between two closed windows (as the instruments keep)."""
@@ -55,6 +57,18 @@ class AggregateConfig(ProcessorConfig):
     snapshots: bool = Field(
         default=True, description="also emit mergeable HistogramSnapshot events"
     )
+    mode: Literal["window", "partial"] = Field(
+        default="window",
+        description="'window': statistics per closed window; 'partial': each batch on its "
+        "own, cut by window, histogram values turned into snapshots and everything else "
+        "passed on (the first tier of a scale-out, see docs/scale-out.md)",
+    )
+    watermark: Literal["clock", "data"] = Field(
+        default="clock",
+        description="'clock': windows close as wall-clock time passes, data or not; "
+        "'data': the watermark stays where it is while no window is open, so an idle "
+        "standby that takes over accepts redelivered windows instead of calling them late",
+    )
 
     @field_validator("percentiles")
     @classmethod
@@ -71,6 +85,9 @@ class AggregateProcessor(Processor[AggregateConfig]):
     description = "windowed per-series stats and exact HDR percentiles (Rust)"
     clock: Callable[[], int] = staticmethod(time.time_ns)
     """Wall clock in ns; tests substitute their own."""
+    holds_acks: ClassVar[bool] = True
+    """An input's data leaves with the window that holds it: its upstream delivery is
+    acknowledged only once that window has been written (see `revopipe.acks`)."""
 
     async def start(self) -> None:
         cfg = self.config
@@ -87,8 +104,21 @@ class AggregateProcessor(Processor[AggregateConfig]):
         self._reported = (0, 0)
         # Exemplars ride along with the merged snapshots: the Rust windows hold only counts.
         self._exemplars: dict[tuple[str, Tags], list[Exemplar]] = {}
+        # Acks of inputs whose data sits in open windows, with the end of the newest
+        # window each one touches.
+        self._held: list[tuple[int, tuple[Ack, ...]]] = []
 
-    async def process(self, batch: Batch) -> Batch | None:
+    async def process(self, batch: Batch) -> Batch | list[Batch] | None:
+        cfg = self.config
+        if cfg.mode == "partial":
+            # stateless: the outputs carry the input's acks (and nothing is held)
+            outs = partial_batches(
+                batch,
+                window_ns=int(cfg.window * 1e9),
+                significant_digits=cfg.significant_digits,
+                max_series_per_metric=cfg.max_series_per_metric,
+            )
+            return _with_acks(outs, batch.acks)
         m = batch.metrics
         if len(m):
             self._agg.ingest(m.names, m.kinds, m.values, m.units, m.timestamps, m.tags)
@@ -104,20 +134,59 @@ class AggregateProcessor(Processor[AggregateConfig]):
                     held = self._exemplars.setdefault((e.name, e.tags), [])
                     # the latest few, so a long window cannot grow this without bound
                     held[:] = [*held, *e.exemplars][-MAX_EXEMPLARS:]
+        if batch.acks:
+            self._hold(batch)
         # Results leave on the timer: a window is complete only when it closes. Spans,
         # alerts and the like are not aggregated: they go on at once, so `app -> aggregate
         # -> sink` keeps the service's traces.
         return Batch(MetricBatch(), tuple(others)) if others else None
 
+    def _hold(self, batch: Batch) -> None:
+        w = int(self.config.window * 1e9)
+        newest = max(
+            [
+                *(batch.metrics.timestamps or ()),
+                *(e.start_ns for e in batch.events if isinstance(e, HistogramSnapshot)),
+            ],
+            default=None,
+        )
+        if newest is None:
+            release_all(batch.acks)  # nothing of it went into a window
+            return
+        end = window_of(newest, w) + w
+        if self.config.late == "current" and end <= self._agg.watermark:
+            # folded into the newest open window: held until the one after now closes
+            end = window_of(self.clock(), w) + w
+        self._held.append((end, batch.acks))
+
+    def _due_acks(self, force: bool) -> tuple[Ack, ...]:
+        if force:
+            due, self._held = self._held, []
+        else:
+            mark = self._agg.watermark
+            due = [h for h in self._held if h[0] <= mark]
+            self._held = [h for h in self._held if h[0] > mark]
+        return tuple(a for _, acks in due for a in acks)
+
     async def tick(self) -> Batch | None:
         return self._close(force=False)
 
     async def flush(self) -> Batch | None:
+        if self.config.mode == "partial":
+            return None
         return self._close(force=True)
 
     def _close(self, force: bool) -> Batch | None:
+        if self.config.mode == "partial":
+            return None
+        if not force and self.config.watermark == "data" and not self._agg.open_windows:
+            # Idle: leave the watermark where the data left it (see `watermark`); anything
+            # still held went into no window (late, dropped) and is accepted as such.
+            release_all(self._due_acks(force=True))
+            return None
         results = self._agg.flush(self.clock(), force)
-        out = window_batch(results, self.config.snapshots, self._exemplars)
+        acks = self._due_acks(force)
+        out = window_batch(results, self.config.snapshots, self._exemplars).with_acks(acks)
         late, overflow = self._agg.late_events, self._agg.overflow_events
         if (late, overflow) != self._reported or (results and (late or overflow)):
             # The guard's and the late policy's counts travel as ordinary metrics.
@@ -129,4 +198,17 @@ class AggregateProcessor(Processor[AggregateConfig]):
             )
             self._reported = (late, overflow)
             out = out.replace(metrics=type(out.metrics).concat([out.metrics, b.build()]))
-        return out if len(out) else None
+        if not len(out):
+            release_all(acks)  # their data was late and dropped: nothing more to write
+            return None
+        return out
+
+
+def _with_acks(outs: list[Batch], acks: tuple[Ack, ...]) -> list[Batch] | None:
+    outs = [b for b in outs if len(b)]
+    if not outs:
+        release_all(acks)
+        return None
+    for a in acks:
+        a.retain(len(outs) - 1)
+    return [b.with_acks(acks) for b in outs]

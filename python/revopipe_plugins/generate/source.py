@@ -1,5 +1,6 @@
 """Emits numbered metrics: each value is its sequence number, so a consumer can prove
-that nothing was lost or duplicated."""
+that nothing was lost or duplicated. With `kind = "histogram"` it emits observations in
+seconds instead, a deterministic spread a consumer can check by count and sum."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import Field
 from revopipe.batch import Batch, MetricBatch, MetricBatchBuilder
 from revopipe.components import Emit, Source
 from revopipe.config import Duration, SourceConfig
-from revopipe.events import MetricKind, make_tags
+from revopipe.events import MetricKind, make_tags, now_ns
 
 
 class GenerateConfig(SourceConfig):
@@ -26,6 +27,12 @@ class GenerateConfig(SourceConfig):
         default="sequence",
         description="'sequence' numbers every event; 'constant' re-sends one prebuilt "
         "batch (measures the engine, not the generator)",
+    )
+    kind: Literal["counter", "histogram"] = Field(
+        default="counter",
+        description="'counter': the value is the sequence number (unit '1'); 'histogram': "
+        "observation i is (i % 1000 + 1) / 1000 seconds (unit 's'), so every window of "
+        "1000 consecutive events holds 1 ms .. 1 s once each",
     )
     tags: dict[str, str] = Field(default_factory=dict, description="tags on every event")
 
@@ -44,8 +51,10 @@ class GenerateSource(Source[GenerateConfig]):
             n = cfg.batch_size if cfg.count == 0 else min(cfg.batch_size, cfg.count - seq)
             if cfg.mode == "constant":
                 if template is None or len(template) != n:
-                    template = _constant(cfg.name, n, tags)
+                    template = _constant(cfg.name, n, tags, cfg.kind)
                 metrics = template
+            elif cfg.kind == "histogram":
+                metrics = _histogram(cfg.name, seq, n, tags)
             else:
                 b = MetricBatchBuilder()
                 for i in range(seq, seq + n):
@@ -57,7 +66,11 @@ class GenerateSource(Source[GenerateConfig]):
                 await anyio.sleep(cfg.interval)
 
 
-def _constant(name: str, n: int, tags: tuple[tuple[str, str], ...]) -> MetricBatch:
+def _constant(
+    name: str, n: int, tags: tuple[tuple[str, str], ...], kind: str = "counter"
+) -> MetricBatch:
+    if kind == "histogram":
+        return _histogram(name, 0, n, tags)
     b = MetricBatchBuilder()
     ts = b.default_ts
     return MetricBatch(
@@ -65,6 +78,20 @@ def _constant(name: str, n: int, tags: tuple[tuple[str, str], ...]) -> MetricBat
         bytes([MetricKind.COUNTER]) * n,
         array("d", [1.0]) * n,
         ["1"] * n,
+        array("q", [ts]) * n,
+        [tags] * n,
+    )
+
+
+def _histogram(name: str, seq: int, n: int, tags: tuple[tuple[str, str], ...]) -> MetricBatch:
+    # Built as columns, not row by row: benchmarks use this to load a transport, so the
+    # generator must not be what limits them.
+    ts = now_ns()
+    return MetricBatch(
+        [name] * n,
+        bytes([MetricKind.HISTOGRAM]) * n,
+        array("d", [(i % 1000 + 1) / 1000 for i in range(seq, seq + n)]),
+        ["s"] * n,
         array("q", [ts]) * n,
         [tags] * n,
     )

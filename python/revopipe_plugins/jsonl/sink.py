@@ -33,6 +33,10 @@ class JsonlSink(Sink[JsonlConfig]):
 
     async def write(self, batch: Batch) -> None:
         self._file.write(batch_jsonl(batch))
+        if batch.acks:
+            # Upstream (a message bus) is acknowledged once write() returns, so the rows
+            # must have left this process: a kill -9 must not take them with it.
+            self._file.flush(self.config.fsync)
 
     async def flush(self) -> None:
         self._file.flush(self.config.fsync)

@@ -241,4 +241,16 @@ impl PyAggregator {
     fn series_count(&self, py: Python<'_>) -> usize {
         py.detach(|| self.lock().series_count())
     }
+
+    /// Windows holding events not yet flushed.
+    #[getter]
+    fn open_windows(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.lock().open_windows())
+    }
+
+    /// The end of the newest closed window (ns); events before it are late.
+    #[getter]
+    fn watermark(&self, py: Python<'_>) -> i64 {
+        py.detach(|| self.lock().watermark())
+    }
 }

@@ -351,6 +351,11 @@ impl Aggregator {
         self.watermark
     }
 
+    /// Windows (distinct starts) holding events not yet flushed.
+    pub fn open_windows(&self) -> usize {
+        self.open_starts.len()
+    }
+
     /// The window start for an event at `ts` (`n` events), or `None` to drop it.
     fn target_window(&mut self, ts: i64, n: u64) -> Option<i64> {
         let start = window_start(ts, self.config.window_ns);

@@ -449,3 +449,18 @@ proptest! {
         prop_assert_eq!((x.count, x.min, x.max), (y.count, y.min, y.max));
     }
 }
+
+#[test]
+fn open_windows_counts_distinct_unflushed_windows() {
+    let mut a = agg(10, 0, LatePolicy::Drop);
+    assert_eq!(a.open_windows(), 0);
+    one(&mut a, "x", MetricKind::Gauge, 1.0, 5, NO_TAGS);
+    one(&mut a, "y", MetricKind::Gauge, 1.0, 7, NO_TAGS);
+    one(&mut a, "x", MetricKind::Gauge, 1.0, 15, NO_TAGS);
+    assert_eq!(a.open_windows(), 2);
+    a.flush(10, false);
+    assert_eq!(a.open_windows(), 1);
+    assert_eq!(a.watermark(), 10);
+    a.flush(100, true);
+    assert_eq!(a.open_windows(), 0);
+}
