@@ -6,7 +6,7 @@ import re
 import socket
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from revopipe.config import Duration, SinkConfig, Size, SourceConfig
 
@@ -66,9 +66,39 @@ def covered_by_any(patterns: list[str], subject: str) -> bool:
     return any(covers(p, subject) for p in patterns)
 
 
-class _Common:
-    """Validators shared by the source and sink configs (the fields are repeated in each
-    class so that pydantic keeps the documented key order in both)."""
+class NatsConnection(BaseModel):
+    """The server, credentials and stream: keys the source and the sink share."""
+
+    url: list[str] = Field(
+        default=[DEFAULT_URL],
+        description="NATS server URL, or a list of URLs of one cluster",
+    )
+    token: SecretStr | None = Field(default=None, description="authentication token")
+    user: SecretStr | None = Field(default=None, description="user name (with password)")
+    password: SecretStr | None = Field(default=None, description="password (with user)")
+    stream: str = Field(default="REVOPIPE", description="JetStream stream name")
+    stream_subjects: list[str] = Field(
+        default=["revopipe.>"],
+        min_length=1,
+        description="subjects of the stream when this component creates it",
+    )
+    create_stream: bool = Field(
+        default=True, description="create the stream at start if it does not exist"
+    )
+    storage: Literal["file", "memory"] = Field(
+        default="file", description="stream storage when created: 'file' or 'memory'"
+    )
+    duplicate_window: Duration = Field(
+        default=120.0,
+        gt=0,
+        description="how long the stream remembers message ids to drop re-publishes, e.g. '2m'",
+    )
+    max_age: Duration = Field(
+        default=86400.0, ge=0, description="oldest message kept by the stream; 0 = no limit"
+    )
+    max_bytes: Size = Field(
+        default=2**30, ge=0, description="stream size limit, e.g. '1GiB'; 0 = no limit"
+    )
 
     @field_validator("url", mode="before")
     @classmethod
@@ -130,37 +160,7 @@ def _check_subject_in_stream(subject: str, info: ValidationInfo, key: str) -> No
         )
 
 
-class NatsSinkConfig(_Common, SinkConfig):
-    url: list[str] = Field(
-        default=[DEFAULT_URL],
-        description="NATS server URL, or a list of URLs of one cluster",
-    )
-    token: SecretStr | None = Field(default=None, description="authentication token")
-    user: SecretStr | None = Field(default=None, description="user name (with password)")
-    password: SecretStr | None = Field(default=None, description="password (with user)")
-    stream: str = Field(default="REVOPIPE", description="JetStream stream name")
-    stream_subjects: list[str] = Field(
-        default=["revopipe.>"],
-        min_length=1,
-        description="subjects of the stream when this component creates it",
-    )
-    create_stream: bool = Field(
-        default=True, description="create the stream at start if it does not exist"
-    )
-    storage: Literal["file", "memory"] = Field(
-        default="file", description="stream storage when created: 'file' or 'memory'"
-    )
-    duplicate_window: Duration = Field(
-        default=120.0,
-        gt=0,
-        description="how long the stream remembers message ids to drop re-publishes, e.g. '2m'",
-    )
-    max_age: Duration = Field(
-        default=86400.0, ge=0, description="oldest message kept by the stream; 0 = no limit"
-    )
-    max_bytes: Size = Field(
-        default=2**30, ge=0, description="stream size limit, e.g. '1GiB'; 0 = no limit"
-    )
+class NatsSinkConfig(SinkConfig, NatsConnection):
     subject: str = Field(
         default_factory=lambda: f"revopipe.data.{host_token()}",
         description="subject every batch is published on; default 'revopipe.data.<host>' "
@@ -211,35 +211,7 @@ class NatsSinkConfig(_Common, SinkConfig):
         return self
 
 
-class NatsSourceConfig(_Common, SourceConfig):
-    url: list[str] = Field(
-        default=[DEFAULT_URL],
-        description="NATS server URL, or a list of URLs of one cluster",
-    )
-    token: SecretStr | None = Field(default=None, description="authentication token")
-    user: SecretStr | None = Field(default=None, description="user name (with password)")
-    password: SecretStr | None = Field(default=None, description="password (with user)")
-    stream: str = Field(default="REVOPIPE", description="JetStream stream name")
-    stream_subjects: list[str] = Field(
-        default=["revopipe.>"],
-        min_length=1,
-        description="subjects of the stream when this component creates it",
-    )
-    create_stream: bool = Field(
-        default=True, description="create the stream at start if it does not exist"
-    )
-    storage: Literal["file", "memory"] = Field(
-        default="file", description="stream storage when created: 'file' or 'memory'"
-    )
-    duplicate_window: Duration = Field(
-        default=120.0, gt=0, description="the stream's duplicate window when created"
-    )
-    max_age: Duration = Field(
-        default=86400.0, ge=0, description="oldest message kept by the stream; 0 = no limit"
-    )
-    max_bytes: Size = Field(
-        default=2**30, ge=0, description="stream size limit, e.g. '1GiB'; 0 = no limit"
-    )
+class NatsSourceConfig(SourceConfig, NatsConnection):
     subject: str = Field(
         default="revopipe.data.>",
         description="the consumer's filter subject (wildcards allowed)",
