@@ -6,10 +6,11 @@ revopipe.partials; tier 2, leader "global" only: aggregate window "2s", grace "8
 watermark "data" -> jsonl). The test posts known histogram values to the agents and
 checks the union of both aggregators' jsonl files against one `_core.Aggregator` fed
 every accepted value: for each (series, window) exactly one row per statistic, with the
-same count, sum, min, max and percentiles. Then again with the leader killed (kill -9),
-with the other aggregator killed, and with nats-server restarted mid-run: no value lost,
-none counted twice. Last, two aggregators with the same alert rule send exactly one
-firing notification to a real webhook receiver.
+same count, sum, min, max and percentiles. Each run has a disruption: the leader killed
+(kill -9), the other aggregator killed, or nats-server restarted mid-run; the check then
+also means no value lost and none counted twice. (An undisturbed run is the easy case of
+each and is not run on its own, to keep the suite short.) Last, two aggregators with
+the same alert rule send exactly one firing notification to a real webhook receiver.
 
 How a run ends: once every posted value has gone through (the "ingest" consumer has
 nothing pending or unacked, a takeover has had its time, and the leader has everything
@@ -318,11 +319,6 @@ async def scenario(
 
 
 # -- the scenarios ------------------------------------------------------------------------
-
-
-async def test_global_windows_equal_one_aggregator(cluster: Cluster) -> None:
-    with anyio.fail_after(120):
-        await scenario(cluster, 1, None)
 
 
 async def kill_leader(cluster: Cluster) -> None:

@@ -33,6 +33,7 @@ is wrong, never a KeyError/TypeError/IndexError.
 from __future__ import annotations
 
 import enum
+import operator
 import sys
 from array import array
 from collections.abc import Callable, Sequence
@@ -294,6 +295,7 @@ def _samples(v: object, where: str) -> tuple[tuple[str, int], ...]:
 
 
 _E = TypeVar("_E", bound=enum.Enum)
+_T = TypeVar("_T")
 
 
 def _enum(cls: type[_E]) -> Callable[[object, str], _E]:
@@ -498,13 +500,23 @@ def _decode_metrics(raw: object) -> MetricBatch:
     tag_table = [_str_pairs(t, f"metrics.g[{i}]") for i, t in enumerate(_list(m["g"], "metrics.g"))]
     tag_idx = _indexes(m["gi"], "metrics.gi", n, len(tag_table))
     return MetricBatch(
-        [strings[i] for i in names],
+        _pick(strings, names),
         kinds,
         values,
-        [strings[i] for i in units],
+        _pick(strings, units),
         stamps,
-        [tag_table[i] for i in tag_idx],
+        _pick(tag_table, tag_idx),
     )
+
+
+def _pick(table: list[_T], idx: array[int]) -> tuple[_T, ...]:
+    """`table[i]` for each index, in C: a comprehension costs ~0.1 µs a row."""
+    if not idx:
+        return ()
+    if len(table) == 1:
+        return (table[0],) * len(idx)
+    got = operator.itemgetter(*idx)(table)
+    return got if len(idx) > 1 else (got,)
 
 
 def decode_batch(data: bytes) -> Batch:

@@ -47,16 +47,24 @@ def partial_batches(
     if not len(m) and not snaps:
         return [batch]
 
-    rows: dict[int, list[int]] = defaultdict(list)  # window -> non-histogram row indexes
-    hist = bytearray(len(m))
-    for i, (kind, ts) in enumerate(zip(m.kinds, m.timestamps, strict=True)):
-        if kind == _HISTOGRAM:
-            hist[i] = 1
+    n_hist = m.kinds.count(_HISTOGRAM)
+    rows: dict[int, list[int]] = {}  # window -> non-histogram row indexes
+    if n_hist < len(m):
+        first, last = min(m.timestamps), max(m.timestamps)
+        if window_of(first, window_ns) == window_of(last, window_ns):
+            # one window (a source stamps a whole collection pass alike): no per-row work
+            rows[window_of(first, window_ns)] = [
+                i for i, k in enumerate(m.kinds) if k != _HISTOGRAM
+            ]
         else:
-            rows[window_of(ts, window_ns)].append(i)
+            by_window: dict[int, list[int]] = defaultdict(list)
+            for i, (kind, ts) in enumerate(zip(m.kinds, m.timestamps, strict=True)):
+                if kind != _HISTOGRAM:
+                    by_window[window_of(ts, window_ns)].append(i)
+            rows = dict(by_window)
 
     out_snaps: dict[int, list[HistogramSnapshot]] = defaultdict(list)
-    if any(hist) or snaps:
+    if n_hist or snaps:
         # A fresh aggregator per batch: nothing from other batches may leak into the
         # output, or a redelivered batch would not reproduce it byte for byte.
         agg = _core.Aggregator(
@@ -67,8 +75,8 @@ def partial_batches(
             grace_ns=0,
             late_policy="drop",
         )
-        if any(hist):
-            h = m.select([bool(x) for x in hist])
+        if n_hist:
+            h = m if n_hist == len(m) else m.select([k == _HISTOGRAM for k in m.kinds])
             agg.ingest(h.names, h.kinds, h.values, h.units, h.timestamps, h.tags)
         exemplars: dict[tuple[str, Tags, int], list[Exemplar]] = defaultdict(list)
         for s in snaps:

@@ -143,13 +143,13 @@ class AggregateProcessor(Processor[AggregateConfig]):
 
     def _hold(self, batch: Batch) -> None:
         w = int(self.config.window * 1e9)
+        stamps = batch.metrics.timestamps
         newest = max(
-            [
-                *(batch.metrics.timestamps or ()),
-                *(e.start_ns for e in batch.events if isinstance(e, HistogramSnapshot)),
-            ],
-            default=None,
+            (e.start_ns for e in batch.events if isinstance(e, HistogramSnapshot)),
+            default=max(stamps) if stamps else None,
         )
+        if newest is not None and stamps:
+            newest = max(newest, max(stamps))
         if newest is None:
             release_all(batch.acks)  # nothing of it went into a window
             return
