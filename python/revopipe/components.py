@@ -153,8 +153,9 @@ class Processor(Component[C]):
     Config: ClassVar[type[ComponentConfig]] = ProcessorConfig
     tick_interval: float | None = None
     """If set, `tick()` is called this often (seconds), e.g. to close a window."""
-    holds_acks: ClassVar[bool] = False
-    """False: the runtime moves an input batch's `acks` (see `revopipe.acks`) onto what
+    holds_acks: bool = False
+    """Read after each `process()`, so an instance may set it from its config. False: the
+    runtime moves an input batch's `acks` (see `revopipe.acks`) onto what
     `process()` returns, or releases them when it returns nothing. True: the processor
     keeps data across calls (a window) and takes the acks over itself: it must attach them
     to the output that carries the data (`Batch.with_acks`) or release them."""

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,27 +22,11 @@ from typing import Any
 
 import anyio
 import httpx
-import pytest
 
-NATS_BINARY = "/usr/sbin/nats-server"
+from revopipe_plugins.nats.tests.server import free_port, require_binary
+
 STREAM = "REVOPIPE"
 LEADER_BUCKET = "revopipe_leaders"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nats_binary() -> str:
-    found = shutil.which("nats-server") or (NATS_BINARY if os.path.exists(NATS_BINARY) else None)
-    if found is None:
-        message = "the `nats-server` binary is missing (Debian package `nats-server`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI must install it")
-        pytest.skip(message)
-    return found
 
 
 def toml_str(value: str) -> str:
@@ -161,7 +143,7 @@ class Cluster:
     async def start_nats(self, deadline: float = 15.0) -> None:
         self.nats_store.mkdir(parents=True, exist_ok=True)
         argv = [
-            nats_binary(),
+            require_binary(),
             "-js",
             "-sd",
             str(self.nats_store),

@@ -42,7 +42,8 @@ from revopipe import _core
 from revopipe.batch import MetricBatchBuilder
 from revopipe.events import MetricKind
 from revopipe_plugins.aggregate.output import window_batch
-from tests.e2e.nats_cluster import PERCENTILES, Cluster, nats_binary, post_lines, read_rows
+from revopipe_plugins.nats.tests.server import require_binary
+from tests.e2e.nats_cluster import PERCENTILES, Cluster, post_lines, read_rows
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -73,7 +74,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    nats_binary()  # skip early (or fail under CI=true) without nats-server
+    require_binary()  # skip early (or fail under CI=true) without nats-server
     c = Cluster(tmp_path)
     try:
         yield c

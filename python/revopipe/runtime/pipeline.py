@@ -452,7 +452,7 @@ class Pipeline:
                 release_all(batch.acks)
                 return
             sup.succeeded()
-            if batch.acks and not getattr(sup.spec.cls, "holds_acks", False):
+            if batch.acks and not _as_processor(sup.instance).holds_acks:
                 result = _inherit_acks(result, batch.acks)
             await _forward(result, out)
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -85,12 +85,13 @@ class AggregateProcessor(Processor[AggregateConfig]):
     description = "windowed per-series stats and exact HDR percentiles (Rust)"
     clock: Callable[[], int] = staticmethod(time.time_ns)
     """Wall clock in ns; tests substitute their own."""
-    holds_acks: ClassVar[bool] = True
-    """An input's data leaves with the window that holds it: its upstream delivery is
-    acknowledged only once that window has been written (see `revopipe.acks`)."""
 
     async def start(self) -> None:
         cfg = self.config
+        # In window mode an input's data leaves with the window that holds it, so its
+        # upstream delivery is acknowledged only once that window has been written; a
+        # partial's outputs carry the input's acks as any processor's do.
+        self.holds_acks = cfg.mode == "window"
         self._agg = _core.Aggregator(
             window_ns=int(cfg.window * 1e9),
             percentiles=cfg.percentiles,
@@ -118,7 +119,7 @@ class AggregateProcessor(Processor[AggregateConfig]):
                 significant_digits=cfg.significant_digits,
                 max_series_per_metric=cfg.max_series_per_metric,
             )
-            return _with_acks(outs, batch.acks)
+            return outs
         m = batch.metrics
         if len(m):
             self._agg.ingest(m.names, m.kinds, m.values, m.units, m.timestamps, m.tags)
@@ -202,13 +203,3 @@ class AggregateProcessor(Processor[AggregateConfig]):
             release_all(acks)  # their data was late and dropped: nothing more to write
             return None
         return out
-
-
-def _with_acks(outs: list[Batch], acks: tuple[Ack, ...]) -> list[Batch] | None:
-    outs = [b for b in outs if len(b)]
-    if not outs:
-        release_all(acks)
-        return None
-    for a in acks:
-        a.retain(len(outs) - 1)
-    return [b.with_acks(acks) for b in outs]
